@@ -1,0 +1,1 @@
+"""colorizer: a GAN that learns to colour line art (U-Net generator, PatchGAN, denoised hints)."""

@@ -1,0 +1,103 @@
+"""Self-describing checkpoints, atomic writes, RNG state, and the weights-only export for serving.
+
+A checkpoint is one dict of tensors, numbers, strings, lists and dicts only, so
+``torch.load(path, weights_only=True)`` reads it and no pickled code can run from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+EXPORT_FORMAT = "colorizer-export/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit this run; the message says which and why."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename into place: a crash mid-write never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Weights-only load onto the CPU; a clear CheckpointError for missing, corrupt or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickled code, wrong format: all unusable
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {str(err).splitlines()[0]}") from None
+    if not isinstance(state, dict) or "config" not in state or "step" not in state:
+        raise CheckpointError(f"{path} is not a colorizer training checkpoint (no config/step)")
+    return state
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch RNG states in a weights_only-loadable form (no numpy arrays)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_generator(out_dir: Path, generator_state: dict, config: dict, step: int, metrics: dict,
+                     perceptual: str, run_name: str) -> Path:
+    """Write ``generator.safetensors`` + ``config.json``: all the demo needs, no pickle."""
+    out_dir = Path(out_dir)
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in generator_state.items()
+               if torch.is_floating_point(v)}
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in generator_state.items()
+                    if not torch.is_floating_point(v)})
+    meta = {
+        "format": EXPORT_FORMAT,
+        "config": config,
+        "step": int(step),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "perceptual": perceptual,
+        "run_name": run_name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write(out_dir / "generator.safetensors", lambda tmp: save_file(tensors, tmp))
+    atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    return out_dir

@@ -1,0 +1,274 @@
+"""The configuration tree: defaults in code <- experiments/NAME.yaml <- dotted CLI overrides.
+
+Each module takes only its slice (``UNet(cfg.model)``). OmegaConf structured configs do the merge
+and the validation: an unknown key or a value of the wrong type is an error naming the key.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: F401  (MISSING re-exported for users)
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/openmoji256"  # prepared dataset folder (manifest.jsonl inside)
+    prepare: str = "openmoji"  # what to prepare when root is missing: "openmoji" or "none" (error)
+    size: int = 256  # working height: images are resized to (size, width or size)
+    width: int = 0  # working width (0 = square, same as size)
+    crop: int = 0  # random paired crop of this size after resizing (0 = no crop)
+    hflip: bool = True  # random paired horizontal flip in training
+    cache: bool = True  # keep decoded uint8 images in memory so the GPU is never starved
+    num_workers: int = 2  # DataLoader worker processes (0 = load in the main process)
+    max_items: int = 0  # use only the first N pairs of each split (0 = all), for smoke runs
+
+
+@dataclass
+class ModelConfig:
+    generator: str = "unet"  # key into models.GENERATORS
+    depth: int = 6  # number of 2x downsamplings; H and W must be divisible by 2**depth
+    base_channels: int = 64  # width of the first encoder block, doubled per level
+    max_channels: int = 512  # cap on the width of deep blocks
+    norm: str = "batch"  # batch | instance | group | none (batch becomes SyncBatchNorm under DDP on CUDA)
+    upsample: str = "resize"  # resize (bilinear + conv, no checkerboard) | transpose (pix2pix)
+    dropout: float = 0.0  # dropout in the innermost decoder blocks (pix2pix uses 0.5)
+    dropout_blocks: int = 3  # how many of the innermost decoder blocks get dropout
+    palette_size: int = 8  # K: colours in the global hint (palette) input
+    disc_layers: int = 3  # strided layers of the PatchGAN (3 -> 70x70 receptive field)
+    disc_channels: int = 64  # width of the first discriminator layer
+    disc_norm: str = "instance"  # batch | instance | group | none
+    disc_spectral_norm: bool = True  # spectral normalisation on discriminator convolutions
+    disc_hints: bool = False  # also condition the discriminator on the spatial hint map
+
+
+@dataclass
+class CurriculumPoint:
+    at: float = 0.0  # training progress in [0, 1] where these probabilities hold exactly
+    spatial: float = 1.0  # probability that a sample gets spatial (painted) hints
+    palette: float = 0.0  # probability of a global hint (palette, no spatial information)
+    none: float = 0.0  # probability of no hint at all
+
+
+def _default_curriculum() -> List[CurriculumPoint]:
+    # Spatial hints first, then the same colours as a palette, then mostly hintless; every stage
+    # keeps some of each mode so the final model still accepts all three (the demo uses them).
+    return [
+        CurriculumPoint(at=0.0, spatial=0.8, palette=0.1, none=0.1),
+        CurriculumPoint(at=0.35, spatial=0.8, palette=0.1, none=0.1),
+        CurriculumPoint(at=0.55, spatial=0.3, palette=0.5, none=0.2),
+        CurriculumPoint(at=0.75, spatial=0.3, palette=0.3, none=0.4),
+        CurriculumPoint(at=1.0, spatial=0.3, palette=0.3, none=0.4),
+    ]
+
+
+@dataclass
+class HintConfig:
+    mean_patches: float = 16.0  # mean of the geometric number of spatial hint patches
+    max_patches: int = 64  # cap on patches per image (the evaluation goes up to 50)
+    patch_min: int = 1  # smallest hint patch side, in pixels at the working size
+    patch_max: int = 9  # largest hint patch side
+    placement: str = "color"  # color (inside the colour region, as users paint) | uniform
+    strokes: float = 0.0  # probability that a hint is a short stroke instead of a square patch
+    blur_sigma: float = 1.0  # Gaussian softening of the hint map, in pixels (0 = off)
+    color_jitter: float = 0.05  # std of additive noise on hint colours, in [-1, 1] units
+    drop_min: float = 0.5  # lower end of the per-image fraction of hints zeroed out
+    drop_max: float = 0.9  # upper end of that fraction (denoising: learn to generalise)
+    palette_min: int = 3  # fewest palette colours kept in a global hint
+    palette_max: int = 8  # most palette colours (<= model.palette_size)
+    palette_color_drop: float = 0.2  # probability of dropping each palette colour
+    curriculum: List[CurriculumPoint] = field(default_factory=_default_curriculum)
+
+
+@dataclass
+class LossConfig:
+    gan: str = "bce"  # bce (non-saturating) | lsgan | hinge
+    gan_weight: float = 1.0  # weight of the generator's adversarial term
+    recon: str = "mse"  # mse | l1
+    recon_weight: float = 100.0  # weight of the pixel reconstruction term
+    perceptual_weight: float = 1.0  # weight of the VGG feature distance (0 = off)
+    perceptual_net: str = "vgg16"  # vgg16 | vgg19
+    perceptual_weights: str = "auto"  # auto (warn + off if missing) | required | random (tests only)
+    perceptual_weights_path: str = ""  # local .pth of the torchvision VGG state dict (optional)
+    gp: str = "none"  # none | r1 | dragan: gradient penalty on real data
+    gp_weight: float = 10.0  # weight of the gradient penalty
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 40000  # optimiser steps in total
+    batch_size: int = 16  # per process
+    lr_g: float = 2e-4  # generator learning rate (pix2pix)
+    lr_d: float = 2e-4  # discriminator learning rate
+    beta1: float = 0.5  # Adam beta1 (pix2pix)
+    beta2: float = 0.999  # Adam beta2
+    lr_schedule: str = "linear"  # constant | linear (decay over the second half) | cosine
+    warmup_steps: int = 0  # linear warm-up steps (cosine and linear schedules)
+    grad_clip: float = 0.0  # clip the gradient norm of G and D to this (0 = off)
+    ema_decay: float = 0.999  # EMA of the generator, used for validation and export
+    amp: str = "auto"  # auto (bf16, else fp16 on CUDA; fp32 on CPU) | bf16 | fp16 | fp32
+    channels_last: bool = True  # memory format on CUDA
+    compile: bool = False  # torch.compile the generator and discriminator
+    device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps
+    seed: int = 0  # seeds python, numpy, torch and workers (offset by rank)
+    deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
+    val_every: int = 2000  # steps between validations
+    val_items: int = 256  # val pairs used per validation (0 = the whole split)
+    ckpt_every: int = 1000  # steps between checkpoints (latest.pt)
+    best_metric: str = "val/none/psnr_color"  # metric that decides best.pt
+    best_mode: str = "max"  # max | min
+    resume: str = ""  # "" (fresh) | auto (latest in the run folder) | path to a checkpoint
+    stop_after: int = 0  # end this invocation after N steps and checkpoint (time-sliced jobs; 0 = off)
+    overfit_batches: int = 0  # debug: train on N fixed batches only
+    max_bad_steps: int = 10  # consecutive NaN/Inf steps before the run stops
+    out_dir: str = "runs"  # parent of the run folder
+    name: str = ""  # run folder / W&B name; "" = built from the experiment's choices
+
+
+@dataclass
+class LogConfig:
+    wandb: str = "auto"  # auto (online if logged in, else offline) | online | offline | disabled
+    project: str = "colorizer"  # W&B project
+    every: int = 10  # steps between scalar logs (losses, lr, grad norms)
+    image_every: int = 1000  # steps between sample grids
+    hist_every: int = 1000  # steps between histograms, dead-ReLU and update-ratio stats
+    num_samples: int = 4  # fixed train and val samples in the grids
+    progress: bool = True  # console progress bar
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hints: HintConfig = field(default_factory=HintConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it."""
+
+
+def _parse_override(arg: str) -> str:
+    if not arg.startswith("--") or "=" not in arg:
+        raise ConfigError(f"override {arg!r} must look like --section.key=value (e.g. --train.lr_g=1e-4)")
+    return arg[2:]
+
+
+def load_config(experiment: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults <- experiment YAML <- ``--section.key=value`` overrides, validated.
+
+    Returns a structured DictConfig that behaves like ``Config`` (attribute access, typed).
+    """
+    cfg = OmegaConf.structured(Config)
+    try:
+        if experiment:
+            path = Path(experiment)
+            if not path.is_file():
+                raise ConfigError(f"experiment file {experiment} not found (see experiments/ for the list)")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        dotlist = [_parse_override(a) for a in overrides]
+        if dotlist:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"bad config key or value{f' {key!r}' if key else ''}: {reason}") from None
+    validate(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+def parse_cli(argv: Sequence[str]) -> Config:
+    """``[experiments/NAME.yaml] [--section.key=value ...]`` -> Config."""
+    experiment = None
+    rest = list(argv)
+    if rest and not rest[0].startswith("--"):
+        experiment = rest.pop(0)
+    return load_config(experiment, rest)
+
+
+_CHOICES = {
+    "model.norm": ("batch", "instance", "group", "none"),
+    "model.disc_norm": ("batch", "instance", "group", "none"),
+    "model.upsample": ("resize", "transpose"),
+    "hints.placement": ("color", "uniform"),
+    "loss.gan": ("bce", "lsgan", "hinge"),
+    "loss.recon": ("mse", "l1"),
+    "loss.perceptual_net": ("vgg16", "vgg19"),
+    "loss.perceptual_weights": ("auto", "required", "random"),
+    "loss.gp": ("none", "r1", "dragan"),
+    "train.lr_schedule": ("constant", "linear", "cosine"),
+    "train.amp": ("auto", "bf16", "fp16", "fp32"),
+    "train.best_mode": ("max", "min"),
+    "log.wandb": ("auto", "online", "offline", "disabled"),
+    "data.prepare": ("openmoji", "none"),
+}
+
+
+def validate(cfg: Any) -> None:
+    """Checks that types alone cannot express; raises ConfigError naming the key."""
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+    if cfg.hints.palette_max > cfg.model.palette_size:
+        raise ConfigError(
+            f"hints.palette_max={cfg.hints.palette_max} exceeds model.palette_size={cfg.model.palette_size}"
+        )
+    if not 0 < cfg.hints.palette_min <= cfg.hints.palette_max:
+        raise ConfigError("hints.palette_min must be in [1, hints.palette_max]")
+    if not 0.0 <= cfg.hints.drop_min <= cfg.hints.drop_max < 1.0:
+        raise ConfigError("need 0 <= hints.drop_min <= hints.drop_max < 1")
+    if not 1 <= cfg.hints.patch_min <= cfg.hints.patch_max:
+        raise ConfigError("need 1 <= hints.patch_min <= hints.patch_max")
+    points = list(cfg.hints.curriculum)
+    if not points:
+        raise ConfigError("hints.curriculum needs at least one point")
+    for i, p in enumerate(points):
+        total = p.spatial + p.palette + p.none
+        if min(p.spatial, p.palette, p.none) < 0 or abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"hints.curriculum[{i}]: probabilities must be >= 0 and sum to 1 (got {total})")
+    if any(b.at < a.at for a, b in zip(points, points[1:])):
+        raise ConfigError("hints.curriculum points must be sorted by 'at'")
+    multiple = 2**cfg.model.depth
+    for what, (height, width) in (("data.size x data.width", image_size(cfg.data)),
+                                  ("data.crop", working_size(cfg.data))):
+        if height % multiple or width % multiple:
+            raise ConfigError(f"{what} = {height}x{width} must be divisible by 2**model.depth = {multiple}")
+    if cfg.data.crop and cfg.data.crop > min(image_size(cfg.data)):
+        raise ConfigError(f"data.crop={cfg.data.crop} is larger than the image ({image_size(cfg.data)})")
+    if cfg.train.steps < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.steps and train.batch_size must be >= 1")
+
+
+def image_size(data: DataConfig) -> tuple:
+    """(H, W) that images are resized to: what validation, evaluation and inference work at."""
+    return data.size, data.width or data.size
+
+
+def working_size(data: DataConfig) -> tuple:
+    """(H, W) of the training tensors: the random crop if set, else the resized image."""
+    return (data.crop, data.crop) if data.crop else image_size(data)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain, JSON/YAML-able dict of the resolved config (for checkpoints, W&B, config.yaml)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def from_dict(d: dict) -> Config:
+    """Rebuild a validated Config from ``to_dict`` output (e.g. stored in a checkpoint)."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(d))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"stored config does not match this version of colorizer: {err}") from None
+    validate(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+if __name__ == "__main__":  # print the resolved config: python -m colorizer.config [exp.yaml] [--k=v]
+    print(OmegaConf.to_yaml(parse_cli(sys.argv[1:])))

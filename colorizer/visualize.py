@@ -1,0 +1,29 @@
+"""Pictures of what the model is given, for sample grids and the input check at the start of a run."""
+from __future__ import annotations
+
+import torch
+
+
+def hint_image(hints) -> torch.Tensor:
+    """Render ``hints`` as (B, 3, H, W) in [-1, 1] on white.
+
+    Spatial hints: the hint colour where the (softened) mask is, blended over white.
+    Palette hints: the kept palette colours as vertical bands of equal width.
+    No hint: plain grey, so "no hint" is not mistaken for "a white hint".
+    """
+    spatial = hints.spatial.float()
+    batch, _, height, width = spatial.shape
+    mask = spatial[:, 3:4].clamp(0, 1)  # (B, 1, H, W)
+    colour = spatial[:, :3] / mask.clamp_min(1e-6)  # (B, 3, H, W) in [-1, 1] where mask > 0
+    image = torch.where(mask > 0, mask * colour + (1 - mask), torch.ones_like(colour))
+
+    keep = hints.palette_keep.float() > 0.5  # (B, K)
+    bands = torch.linspace(0, keep.shape[1] - 1e-6, width, device=spatial.device).long()  # (W,)
+    for b in range(batch):
+        kept = hints.palette[b][keep[b]].float()  # (k, 3)
+        if len(kept):
+            columns = kept[(bands * len(kept)) // keep.shape[1]]  # (W, 3)
+            image[b] = columns.t()[:, None, :].expand(3, height, width)
+    hintless = (mask.flatten(1).amax(1) == 0) & ~keep.any(1)
+    image[hintless] = 0.0  # mid grey in [-1, 1]
+    return image.clamp(-1, 1)

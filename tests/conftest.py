@@ -1,0 +1,36 @@
+"""Shared fixtures: an offline, sandboxed environment and a tiny prepared OpenMoji dataset."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_env(tmp_path_factory):
+    """W&B offline in a temp dir, no analytics, nothing written into the repo or $HOME."""
+    base = tmp_path_factory.mktemp("env")
+    for key in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        os.environ[key] = str(base / key.lower())
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["TORCH_HOME"] = str(base / "torch_home")  # no VGG weights here: the offline path
+    yield
+
+
+@pytest.fixture(scope="session")
+def openmoji_small(tmp_path_factory) -> Path:
+    """~300 OpenMoji pairs at 32 px, prepared once per test session by the project's own command."""
+    out = tmp_path_factory.mktemp("data") / "openmoji32"
+    subprocess.run([sys.executable, "-m", "data_prep", "openmoji", "--out", str(out), "--size", "32",
+                    "--limit", "320"], cwd=ROOT, check=True, capture_output=True)
+    return out
+
+
+def smoke_overrides(data_root: Path, run_dir: Path, *extra: str) -> list:
+    """Overrides that point the smoke experiment at test data and a temp run folder."""
+    return [f"--data.root={data_root}", "--data.prepare=none", f"--train.out_dir={run_dir}", *extra]

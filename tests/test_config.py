@@ -1,0 +1,87 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from colorizer.config import ConfigError, from_dict, load_config, parse_cli, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_then_experiment_then_cli(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("train:\n  lr_g: 1.0e-3\n  batch_size: 4\nmodel:\n  norm: instance\n")
+    cfg = parse_cli([str(exp), "--train.batch_size=2", "--loss.gan=hinge"])
+    assert cfg.train.lr_g == pytest.approx(1e-3)  # from the experiment
+    assert cfg.train.batch_size == 2  # the CLI wins over the experiment
+    assert cfg.model.norm == "instance"
+    assert cfg.loss.gan == "hinge"
+    assert cfg.train.lr_d == pytest.approx(2e-4)  # untouched default
+
+
+@pytest.mark.parametrize("override, key", [
+    ("--train.nope=1", "train.nope"),
+    ("--nosection.x=1", "nosection"),
+    ("--train.steps=abc", "train.steps"),
+    ("--model.norm=layer", "model.norm"),
+    ("--train.amp=fp8", "train.amp"),
+])
+def test_bad_keys_and_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(overrides=[override])
+
+
+def test_override_must_be_dotted_assignment():
+    with pytest.raises(ConfigError, match="--section.key=value"):
+        load_config(overrides=["--train.steps"])
+
+
+def test_unknown_key_in_experiment_file(tmp_path):
+    exp = tmp_path / "bad.yaml"
+    exp.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(str(exp))
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["--data.size=100"], "divisible"),
+    (["--hints.palette_max=12"], "palette_max"),
+    (["--hints.drop_min=0.9", "--hints.drop_max=0.5"], "drop_min"),
+    (["--hints.curriculum=[{at: 0.0, spatial: 0.5, palette: 0.1, none: 0.1}]"], "sum to 1"),
+])
+def test_semantic_validation(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides)
+
+
+def test_round_trip_through_plain_dict():
+    cfg = load_config(overrides=["--model.depth=4", "--data.size=64", "--data.width=96"])
+    again = from_dict(to_dict(cfg))
+    assert to_dict(again) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("path", [p for p in sorted((ROOT / "experiments").glob("*.yaml")) if p.name != "sweep.yaml"],
+                         ids=lambda p: p.name)
+def test_every_experiment_file_loads(path):
+    text = path.read_text()
+    assert text.startswith("#") and "python train.py" in text  # says what it tests and how to run it
+    load_config(str(path))
+
+
+def test_sweep_parameters_are_real_config_keys():
+    import yaml
+
+    sweep = yaml.safe_load((ROOT / "experiments" / "sweep.yaml").read_text())
+    overrides = []
+    for key, spec in sweep["parameters"].items():
+        value = spec.get("value", spec.get("min"))
+        assert isinstance(value, (int, float)), f"{key}: {value!r} (write 1.0e-4, not 1e-4)"
+        overrides.append(f"--{key}={value}")
+    load_config(overrides=overrides)
+
+
+def test_train_cli_reports_bad_key_and_exits_2():
+    out = subprocess.run([sys.executable, "train.py", "--train.bogus=3"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "train.bogus" in out.stderr
