@@ -72,7 +72,6 @@ class HintConfig:
     patch_min: int = 1  # smallest hint patch side, in pixels at the working size
     patch_max: int = 9  # largest hint patch side
     placement: str = "color"  # color (inside the colour region, as users paint) | uniform
-    strokes: float = 0.0  # probability that a hint is a short stroke instead of a square patch
     blur_sigma: float = 1.0  # Gaussian softening of the hint map, in pixels (0 = off)
     color_jitter: float = 0.05  # std of additive noise on hint colours, in [-1, 1] units
     drop_min: float = 0.5  # lower end of the per-image fraction of hints zeroed out

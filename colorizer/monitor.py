@@ -141,9 +141,15 @@ class Monitor:
 
     def histograms(self, values: dict, step: int) -> None:
         """``values``: name -> tensor; logged as W&B histograms (skipped without W&B)."""
-        if self.wandb:
-            self.wandb.log({k: self.wandb.Histogram(v.detach().float().cpu().numpy())
-                            for k, v in values.items() if v.numel()}, step=step)
+        if not self.wandb:
+            return
+        out = {}
+        for k, v in values.items():
+            data = v.detach().double().cpu().numpy().ravel()
+            data = data[np.isfinite(data)]
+            if data.size:  # float64 bins: W&B's own binning fails on near-constant float32 tensors
+                out[k] = self.wandb.Histogram(np_histogram=np.histogram(data, bins=64))
+        self.wandb.log(out, step=step)
 
     def summary(self, values: dict) -> None:
         if self.wandb:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from . import config as config_lib
 from .checkpoint import CheckpointError, atomic_write, export_generator, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import PairDataset, ensure_dataset
-from .hints import MODES, Hints, HintSampler, color_region, curriculum_probs, empty_hints
+from .hints import MODES, HintSampler, clean_hints, color_region, curriculum_probs
 from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, gradient_penalty, recon_loss
 from .metrics import hint_error, image_metrics
 from .models import build_discriminator, build_generator, count_parameters
@@ -141,19 +141,6 @@ def predict_modes(generator, sampler: HintSampler, line, color, seed: int) -> di
         hints = clean_hints(sampler, color, mode, VAL_PATCHES, gen)
         out[mode] = (generator(line, hints.spatial, hints.palette, hints.palette_keep).float(), hints)
     return out
-
-
-def clean_hints(sampler: HintSampler, color: torch.Tensor, mode: str, num_patches: int, generator) -> Hints:
-    """Undenoised hints of one mode for every image, as a user would give them (evaluation, samples)."""
-    batch, _, height, width = color.shape
-    hints = empty_hints(batch, height, width, sampler.palette_size, color.device)
-    if mode == "spatial":
-        hints.spatial = sampler.spatial(color, num_patches=num_patches, denoise=False, generator=generator)
-    elif mode == "palette":
-        hints.palette, hints.palette_keep = sampler.palette(color, num_colors=sampler.cfg.palette_max,
-                                                            generator=generator)
-    hints.mode = torch.full((batch,), MODES.index(mode), dtype=torch.long, device=color.device)
-    return hints
 
 
 @torch.no_grad()

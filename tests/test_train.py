@@ -99,8 +99,8 @@ def test_offline_wandb_run_holds_images_and_histograms(openmoji_small, tmp_path)
     summary = train(smoke_cfg(openmoji_small, tmp_path, "--log.wandb=offline", "--train.steps=20"))
     runs = list(Path(summary["run_dir"]).glob("wandb/offline-run-*"))
     assert len(runs) == 1
-    media = list(runs[0].glob("files/media/images/*.png"))
-    assert any("samples" in p.name for p in media) and any("inputs" in p.name for p in media)
+    media = [p.relative_to(runs[0]).as_posix() for p in runs[0].glob("files/media/images/**/*.png")]
+    assert any("/samples/val/spatial" in p for p in media) and any("/inputs_" in p for p in media)
     records = next(runs[0].glob("run-*.wandb")).read_bytes()
     assert b"histogram" in records and b"dead_relu_g" in records and b"update_ratio_g" in records
 
