@@ -1,149 +1,202 @@
-"""Reads the prepared format written by ``data_prep`` (manifest.jsonl + line/ + color/ PNGs)."""
+"""Reads the prepared format written by ``data_prep`` (manifest.jsonl + line/ + color/ PNGs); never
+writes it, except that ``ensure_dataset`` runs ``python -m data_prep openmoji`` when asked to."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from .config import image_size
-from .runtime import ResumableSampler, seed_worker
+from .runtime import seed_worker  # numpy and random in each worker follow its torch seed
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PREP_OUTPUTS = {"line", "color", "report.json", "preview.png"}  # what an interrupted data_prep run leaves
 
 
 def ensure_dataset(cfg) -> Path:
-    """The prepared dataset folder, preparing OpenMoji at ``cfg.size`` first if it is missing."""
+    """The prepared dataset folder ``cfg.root`` (a DataConfig), preparing OpenMoji there first when it
+    has no manifest and ``cfg.prepare == "openmoji"``."""
     root = Path(cfg.root)
     if (root / "manifest.jsonl").is_file():
         return root
+    size = max(cfg.size, cfg.width or cfg.size)  # never upsample at load time
+    command = f"python -m data_prep openmoji --out {root} --size {size}"
     if cfg.prepare != "openmoji":
         raise FileNotFoundError(
-            f"no prepared dataset at {root} (manifest.jsonl missing). Prepare one with "
-            f"`python -m data_prep openmoji --out {root} --size {cfg.size}` (or `folder SRC` / `pairs SRC`), "
-            f"or set --data.prepare=openmoji")
-    print(f"{root} not found: preparing the OpenMoji dataset at {cfg.size} px (about a minute on 2 cores)")
-    cmd = [sys.executable, "-m", "data_prep", "openmoji", "--out", str(root), "--size", str(cfg.size),
-           "--overwrite"]
-    if subprocess.run(cmd, cwd=PROJECT_ROOT).returncode != 0 or not (root / "manifest.jsonl").is_file():
+            f"no prepared dataset at {root} (manifest.jsonl missing). Prepare one with `{command}` "
+            f"(or `python -m data_prep folder SRC --out {root}` / `pairs SRC`; see `python -m data_prep --help`), "
+            f"or set --data.prepare=openmoji to do it automatically")
+    leftovers = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    if leftovers - PREP_OUTPUTS:
+        raise FileNotFoundError(f"{root} has no manifest.jsonl but holds other files ({sorted(leftovers)[:5]}): "
+                                f"point --data.root at an empty or new folder, or prepare it with `{command}`")
+    print(f"{root} has no prepared data: running `{command}` (about 2 minutes on 2 cores at 256 px)", flush=True)
+    args = [sys.executable, "-m", "data_prep", "openmoji", "--out", str(root), "--size", str(size)]
+    if leftovers:  # an interrupted earlier preparation: only data_prep's own outputs are there
+        args.append("--overwrite")
+    if subprocess.run(args, cwd=PROJECT_ROOT).returncode != 0 or not (root / "manifest.jsonl").is_file():
         raise FileNotFoundError(f"preparing OpenMoji into {root} failed (see the messages above)")
     return root
 
 
-def read_manifest(root: Path, split: str | None = None) -> list:
+def read_manifest(root, split: str | None = None) -> list:
+    """The manifest's records (dicts), in file order; only ``split``'s if given."""
     path = Path(root) / "manifest.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: prepare the data with `python -m data_prep ...`")
+        raise FileNotFoundError(f"{path} not found: prepare the data with `python -m data_prep ...` "
+                                f"(see `python -m data_prep --help`)")
     records = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, encoding="utf-8") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(text)
             except json.JSONDecodeError:
-                raise ValueError(f"{path}:{n} is not valid JSON") from None
+                raise ValueError(f"{path}:{number} is not valid JSON") from None
             missing = {"id", "group", "split", "line", "color"} - set(record)
             if missing:
-                raise ValueError(f"{path}:{n} lacks {', '.join(sorted(missing))}")
+                raise ValueError(f"{path}:{number} lacks {', '.join(sorted(missing))}")
             if split is None or record["split"] == split:
                 records.append(record)
     return records
 
 
-def _decode(path: Path, mode: str, size: tuple) -> np.ndarray:
-    """-> uint8 (C, H, W) resized to ``size`` (H, W) if needed."""
+def decode(path: Path, mode: str, size: tuple) -> np.ndarray:
+    """PNG -> uint8 (C, H, W) in ``mode`` ("L" or "RGB"), resized to ``size`` = (H, W) if it differs."""
     with Image.open(path) as im:
         im = im.convert(mode)
         if im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.Resampling.BICUBIC)
-        arr = np.array(im, dtype=np.uint8)  # a writable copy for torch.from_numpy
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+            # PIL's bilinear filter widens its support when shrinking: antialiased, no aliasing of thin lines.
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        array = np.array(im, dtype=np.uint8)  # a writable copy for torch.from_numpy
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
 class PairDataset(Dataset):
-    """One split of a prepared folder. Items: line (1, H, W) and color (3, H, W) float32 in [-1, 1]
-    (paper white = 1), plus the item's index. With ``train`` the same random crop and horizontal
-    flip are applied to both. ``cache`` keeps decoded uint8 images in memory (per worker process).
+    """One split of a prepared folder.
 
-    A file that fails to decode after preparation is skipped with a warning (another item is
-    returned) and listed in ``failures``; past ``max_failure_fraction`` of the split it raises."""
+    Items: ``line`` (1, H, W) and ``color`` (3, H, W) float32 in [-1, 1] (paper white = 1) and
+    ``index``, the item actually returned. Images are resized to ``size`` = (H, W) when they differ.
+    With ``train`` the same random crop (``crop`` > 0: crop x crop) and the same random horizontal
+    flip (``hflip``) are applied to both, drawn from the global torch RNG (which the DataLoader seeds
+    per worker). ``cache`` keeps decoded uint8 images in memory (one copy per worker process), keyed
+    by file so a colour image shared by several line styles is decoded once.
+
+    A file that fails to decode is not fatal: a warning names it, the next item is returned instead,
+    and the file is added to ``failures`` (in the process that read it).
+    """
 
     def __init__(self, root, split: str, size=(256, 256), train: bool = False, crop: int = 0, hflip: bool = True,
-                 cache: bool = True, max_items: int = 0, max_failure_fraction: float = 0.01):
-        self.root, self.split, self.size = Path(root), split, tuple(size)
-        self.train, self.crop, self.hflip, self.cache = train, crop, hflip, cache
+                 cache: bool = True, max_items: int = 0):
+        self.root, self.split = Path(root), split
+        self.size = (int(size[0]), int(size[1]))
+        self.train, self.crop, self.hflip, self.cache = train, int(crop), hflip, cache
+        if self.crop and self.crop > min(self.size):
+            raise ValueError(f"crop={self.crop} is larger than the image size {self.size}")
         self.records = read_manifest(self.root, split)
         if max_items:
             self.records = self.records[:max_items]
-        for r in self.records[:1] + self.records[-1:]:  # cheap sanity check; every file is checked on read
+        for record in self.records:
             for key in ("line", "color"):
-                if not (self.root / r[key]).is_file():
-                    raise FileNotFoundError(f"{self.root / r[key]} listed in the manifest is missing")
-        self.max_failure_fraction = max_failure_fraction
+                if not (self.root / record[key]).is_file():
+                    raise FileNotFoundError(f"{self.root / record[key]} (pair {record['id']!r} in "
+                                            f"{self.root / 'manifest.jsonl'}) is missing: re-run data_prep")
         self.failures: list = []
         self._cache: dict = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def load_uint8(self, index: int):
-        if index in self._cache:
-            return self._cache[index]
-        r = self.records[index]
-        pair = (_decode(self.root / r["line"], "L", self.size), _decode(self.root / r["color"], "RGB", self.size))
-        if self.cache:
-            self._cache[index] = pair
-        return pair
+    def _load(self, relative: str, mode: str) -> np.ndarray:
+        array = self._cache.get(relative)
+        if array is None:
+            array = decode(self.root / relative, mode, self.size)
+            if self.cache:
+                self._cache[relative] = array
+        return array
+
+    def load_uint8(self, index: int) -> tuple:
+        """(line (1, H, W), color (3, H, W)) uint8 arrays of item ``index``, without augmentation."""
+        record = self.records[index]
+        return self._load(record["line"], "L"), self._load(record["color"], "RGB")
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(len(self.records)):
             i = (index + attempt) % len(self.records)
+            record = self.records[i]
             try:
                 line, color = self.load_uint8(i)
                 break
-            except (OSError, ValueError) as err:
-                self._record_failure(self.records[i], err)
+            except (OSError, ValueError, SyntaxError) as err:
+                self._record_failure(record, err)
         else:
-            raise RuntimeError(f"no readable pair in the {self.split} split of {self.root}")
+            raise RuntimeError(f"no readable pair in the {self.split} split of {self.root}: {self.failures[:5]}")
         line = torch.from_numpy(line).float() / 127.5 - 1  # (1, H, W) in [-1, 1]
         color = torch.from_numpy(color).float() / 127.5 - 1  # (3, H, W) in [-1, 1]
         if self.train:
-            if self.crop and self.crop < min(self.size):
+            if self.crop and (self.crop < self.size[0] or self.crop < self.size[1]):
                 top = int(torch.randint(0, self.size[0] - self.crop + 1, ()))
                 left = int(torch.randint(0, self.size[1] - self.crop + 1, ()))
-                line = line[:, top : top + self.crop, left : left + self.crop]
-                color = color[:, top : top + self.crop, left : left + self.crop]
-            if self.hflip and torch.rand(()) < 0.5:
+                line = line[:, top : top + self.crop, left : left + self.crop]  # (1, crop, crop)
+                color = color[:, top : top + self.crop, left : left + self.crop]  # (3, crop, crop)
+            if self.hflip and bool(torch.rand(()) < 0.5):
                 line, color = line.flip(-1), color.flip(-1)
-        return {"line": line, "color": color, "index": i}
+        return {"line": line.contiguous(), "color": color.contiguous(), "index": i}
 
     def _record_failure(self, record: dict, err: Exception) -> None:
-        name = str(self.root / record["color"])
+        names = [str(self.root / record[key]) for key in ("line", "color")]
+        name = " / ".join(names)
         if name not in self.failures:
             self.failures.append(name)
-            warnings.warn(f"skipping unreadable pair {record['id']} ({type(err).__name__}: {err})")
-        if len(self.failures) > max(1, self.max_failure_fraction * len(self.records)):
-            raise RuntimeError(f"{len(self.failures)} unreadable pairs in {self.root} ({self.split}), more than "
-                               f"{self.max_failure_fraction:.0%}: re-run data_prep. Files: {self.failures}")
+            log.warning("skipping unreadable pair %s (%s): %s: %s", record["id"], name, type(err).__name__, err)
 
 
-def build_loader(cfg, split: str, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> DataLoader:
-    """A DataLoader over one split: shuffled and rank-sharded in training, in order otherwise."""
-    dataset = PairDataset(cfg.root, split, size=image_size(cfg), train=train, crop=cfg.crop, hflip=cfg.hflip,
-                          cache=cfg.cache, max_items=cfg.max_items)
+def build_loader(cfg, split: str, batch_size: int, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool | None = None) -> DataLoader:
+    """A DataLoader over one split of ``cfg.root`` (a DataConfig).
+
+    Batches hold ``config.working_size(cfg)`` tensors in training (images resized to
+    ``image_size(cfg)``, then the paired random crop) and ``image_size(cfg)`` ones otherwise.
+    Training shuffles (RandomSampler with a seeded generator, or a DistributedSampler sharding by
+    ``rank`` when ``world_size`` > 1: call ``loader.sampler.set_epoch(epoch)`` each epoch).
+    ``drop_last`` defaults to ``train``.
+    """
+    dataset = PairDataset(cfg.root, split, size=image_size(cfg), train=train, crop=cfg.crop if train else 0,
+                          hflip=cfg.hflip, cache=cfg.cache, max_items=cfg.max_items)
     if len(dataset) == 0:
-        raise ValueError(f"the {split} split of {cfg.root} is empty")
-    sampler = ResumableSampler(len(dataset), seed, rank, world_size, shuffle=train)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train,
+        raise ValueError(f"the {split!r} split of {cfg.root} is empty: nothing to load "
+                         f"(see {Path(cfg.root) / 'report.json'} for the split counts)")
+    drop_last = train if drop_last is None else drop_last
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed,
+                                     drop_last=drop_last)
+    elif train:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                       num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=cfg.num_workers > 0, worker_init_fn=seed_worker,
-                      generator=torch.Generator().manual_seed(seed))
+                      # worker seeds come from this generator, offset per rank so ranks augment differently
+                      generator=torch.Generator().manual_seed(seed + rank))
 
+
+def mean_color(root, split: str = "train", max_items: int = 0) -> torch.Tensor:
+    """(3,) mean RGB of the split's colour images in [-1, 1]: the "fill with the mean colour" baseline."""
+    records = read_manifest(root, split)[: max_items or None]
+    if not records:
+        raise ValueError(f"the {split!r} split of {root} is empty")
+    total = np.zeros(3, dtype=np.float64)
+    for record in records:
+        with Image.open(Path(root) / record["color"]) as im:
+            total += np.asarray(im.convert("RGB"), dtype=np.float64).mean((0, 1))
+    return torch.from_numpy(total / len(records) / 127.5 - 1).float()

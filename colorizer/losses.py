@@ -1,7 +1,9 @@
 """Loss terms. Each returns an unweighted scalar; the training loop weights them from the config
-and logs them as a dict of named terms. Images are (B, C, H, W) in [-1, 1]."""
+and logs them as a dict of named terms. Images are (B, C, H, W) in [-1, 1]; losses are computed
+in float32 whatever the autocast dtype of their inputs."""
 from __future__ import annotations
 
+import socket
 import warnings
 from pathlib import Path
 
@@ -9,15 +11,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# torchvision layer indices of relu1_2, relu2_2, relu3_3, relu4_3 (VGG16) and relu1_2 .. relu4_4 (VGG19)
+# torchvision ``features`` indices of the ReLUs whose outputs are compared:
+# vgg16: relu1_2, relu2_2, relu3_3, relu4_3; vgg19: relu1_2, relu2_2, relu3_4, relu4_4 (the last
+# ReLU of each of the first four blocks, as in the VGG16 choice).
 VGG_LAYERS = {"vgg16": (3, 8, 15, 22), "vgg19": (3, 8, 17, 26)}
-VGG_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
+# torchvision's VGG feature stacks: conv widths, "M" = 2x2 max pool (configurations D and E)
+VGG_PLANS = {"vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+             "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                       512, 512, 512, 512, "M")}
+VGG_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}  # torchvision's IMAGENET1K_V1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DOWNLOAD_TIMEOUT_S = 30  # a firewalled machine can hang on connect instead of failing
 
 
 def d_adv_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Discriminator loss: real patches up, fake patches down."""
+    """Discriminator loss from logits: real patches up, fake patches down. kind: bce | lsgan | hinge."""
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     if kind == "bce":
         return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
@@ -30,7 +39,7 @@ def d_adv_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) 
 
 
 def g_adv_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Generator loss: make D call fakes real (non-saturating for bce)."""
+    """Generator loss from D's logits on fakes: make D call them real (non-saturating for bce)."""
     fake_logits = fake_logits.float()
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
@@ -42,25 +51,30 @@ def g_adv_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def gradient_penalty(disc: nn.Module, line, real, spatial_hint, kind: str) -> torch.Tensor:
-    """R1 (squared gradient norm of D at real data) or DRAGAN (unit gradient norm near real data)."""
+    """Penalty on D's input gradient near real data, differentiable w.r.t. D's parameters.
+
+    r1: mean over the batch of ||grad_x sum D(line, x)||^2 at x = real (so loss.gp_weight is the
+    R1 paper's gamma / 2). dragan: mean of (||grad|| - 1)^2 at x = real + 0.5 * std(real) * U[0, 1)
+    (DRAGAN's perturbation). none: a zero scalar. Call it outside autocast (float32 gradients)."""
     if kind == "none":
         return torch.zeros((), device=real.device)
+    real = real.detach().float()
     if kind == "r1":
-        x = real.detach().float().requires_grad_(True)
+        x = real.requires_grad_(True)
     elif kind == "dragan":
-        noise = 0.5 * real.detach().float().std() * torch.rand_like(real, dtype=torch.float32)
-        x = (real.detach().float() + noise).requires_grad_(True)
+        x = (real + 0.5 * real.std() * torch.rand_like(real)).requires_grad_(True)
     else:
         raise ValueError(f"unknown gradient penalty {kind!r}: use none, r1 or dragan")
     logits = disc(line, x, spatial_hint)
     (grad,) = torch.autograd.grad(logits.float().sum(), x, create_graph=True)
     norm2 = grad.pow(2).flatten(1).sum(1)  # (B,)
     if kind == "r1":
-        return 0.5 * norm2.mean()
+        return norm2.mean()
     return ((norm2 + 1e-12).sqrt() - 1).pow(2).mean()
 
 
 def recon_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Pixel reconstruction: mean squared (mse) or absolute (l1) error, in [-1, 1] units."""
     if kind == "mse":
         return F.mse_loss(pred.float(), target.float())
     if kind == "l1":
@@ -68,39 +82,96 @@ def recon_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     raise ValueError(f"unknown reconstruction loss {kind!r}: use mse or l1")
 
 
+def hint_fidelity(pred: torch.Tensor, spatial_hint: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Mean absolute error, in [0, 1] units, between pred (B, 3, H, W) and the hint colour at the
+    hinted pixels of the whole batch (mask > threshold; colour = hint[:3] / mask), over pixels and
+    channels. A scalar, differentiable in pred; NaN when the batch has no hinted pixel, so an
+    average over batches or modes can skip it (``torch.nanmean``) instead of counting a fake 0.
+    Per-image values for reports: ``metrics.hint_error``."""
+    spatial_hint = spatial_hint.float()
+    mask = spatial_hint[:, 3:4]  # (B, 1, H, W) in [0, 1]
+    hinted = (mask > threshold).float()  # (B, 1, H, W) in {0, 1}
+    colour = spatial_hint[:, :3] / mask.clamp_min(1e-6)  # (B, 3, H, W) in [-1, 1] where hinted
+    err = (pred.float() - colour).abs() / 2 * hinted  # (B, 3, H, W): |difference| in [0, 1] units
+    count = hinted.sum() * 3
+    return torch.where(count > 0, err.sum() / count.clamp_min(1.0), torch.full_like(count, float("nan")))
+
+
+def vgg_features(net: str, length: int) -> nn.Sequential:
+    """The first ``length`` layers of torchvision's ``vgg16/vgg19(...).features``, same indices (so
+    its state dict keys ``features.N.*`` load), without building the 120M-parameter classifier.
+    Random init as torchvision's: Kaiming-normal (fan out) convs, zero biases."""
+    layers, channels = [], 3
+    for width in VGG_PLANS[net]:
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            conv = nn.Conv2d(channels, width, 3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU(inplace=True)]
+            channels = width
+    return nn.Sequential(*layers[:length])
+
+
 class PerceptualWeightsMissing(FileNotFoundError):
     """VGG weights are needed (loss.perceptual_weights=required) but cannot be had."""
 
 
+def _cache_file(net: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILES[net]
+
+
+def _read_state(path: Path, net: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable torchvision {net} state dict: {str(err).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a torchvision {net} state dict")
+    return state
+
+
 def _load_vgg_state(cfg) -> tuple:
-    """(state_dict, source) from the configured file, torchvision's cache, or a download."""
+    """(state_dict, source) from loss.perceptual_weights_path, torchvision's cache, or a download
+    into that cache. Raises PerceptualWeightsMissing when none works (ValueError for a bad file)."""
     import torchvision
 
+    net = cfg.perceptual_net
     if cfg.perceptual_weights_path:
-        path = Path(cfg.perceptual_weights_path)
+        path = Path(cfg.perceptual_weights_path).expanduser()
         if not path.is_file():
             raise PerceptualWeightsMissing(f"loss.perceptual_weights_path={path} does not exist")
-        return torch.load(path, map_location="cpu", weights_only=True), str(path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILES[cfg.perceptual_net]
+        return _read_state(path, net), str(path)
+    cached = _cache_file(net)
     if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True), str(cached)
+        return _read_state(cached, net), str(cached)
     weights = {"vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
-               "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1}[cfg.perceptual_net]
-    try:  # an online workstation downloads into the cache above
+               "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1}[net]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:  # an online workstation downloads into the cache above, once
         return weights.get_state_dict(progress=False), f"downloaded to {cached}"
     except Exception as err:
         raise PerceptualWeightsMissing(
-            f"VGG weights for the perceptual loss not found: put {VGG_FILES[cfg.perceptual_net]} in "
-            f"{cached.parent}/ (torchvision's cache), or pass --loss.perceptual_weights_path=FILE, or "
-            f"--loss.perceptual_weight=0 to train without it (download failed: {str(err).splitlines()[0][:120]})"
+            f"VGG weights for the perceptual loss not found: put {VGG_FILES[net]} (torchvision's {net} "
+            f"IMAGENET1K_V1) in {cached.parent}/, or set loss.perceptual_weights_path=FILE, or "
+            f"loss.perceptual_weight=0 to train without it (download failed: {str(err).splitlines()[0][:120]})"
         ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 class PerceptualLoss(nn.Module):
-    """Mean L1 distance between VGG features (relu1_2 .. relu4_x) of prediction and target,
-    averaged over the four layers. VGG is frozen and always in eval mode.
+    """Mean absolute (L1) distance between VGG features of prediction and target at four ReLUs
+    (VGG_LAYERS), averaged over the layers; inputs in [-1, 1] are mapped to [0, 1] and
+    ImageNet-normalised. VGG is frozen and always in eval mode; the target's features get no grad.
 
-    ``enabled`` says whether the term runs; ``status`` says why, for the run's config and summary."""
+    cfg: LossConfig. ``enabled`` says whether the term runs and ``status`` why, for the run's
+    config and summary: "on: <source>", "random weights (tests only)", "off: weight 0", or
+    "off: VGG weights not found (...)" (perceptual_weights=auto; required raises
+    PerceptualWeightsMissing instead). An explicit perceptual_weights_path that is missing or bad is
+    always an error: a typo must not turn the loss off quietly."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -108,26 +179,29 @@ class PerceptualLoss(nn.Module):
         if cfg.perceptual_weight == 0:
             self.status = "off: weight 0"
             return
-        import torchvision
-
-        vgg = getattr(torchvision.models, cfg.perceptual_net)(weights=None)
+        cuts = (0,) + tuple(i + 1 for i in VGG_LAYERS[cfg.perceptual_net])
+        features = vgg_features(cfg.perceptual_net, cuts[-1])
         if cfg.perceptual_weights == "random":
             self.status = "random weights (tests only)"
         else:
             try:
                 state, source = _load_vgg_state(cfg)
-                vgg.load_state_dict(state)
-                self.status = f"on: {source}"
             except PerceptualWeightsMissing as err:
-                if cfg.perceptual_weights == "required":
+                if cfg.perceptual_weights == "required" or cfg.perceptual_weights_path:
                     raise
-                self.status = "off: VGG weights not found"
+                self.status = f"off: VGG weights not found (put {VGG_FILES[cfg.perceptual_net]} in " \
+                              f"{_cache_file(cfg.perceptual_net).parent}/ or set loss.perceptual_weights_path)"
                 warnings.warn(f"PERCEPTUAL LOSS TURNED OFF (loss.perceptual_weights=auto): {err}", stacklevel=2)
                 return
-        cuts = (0,) + tuple(i + 1 for i in VGG_LAYERS[cfg.perceptual_net])
-        self.blocks = nn.ModuleList(vgg.features[a:b] for a, b in zip(cuts, cuts[1:]))
-        for p in self.blocks.parameters():
-            p.requires_grad_(False)
+            prefixes = tuple(f"features.{i}." for i in range(cuts[-1]))
+            try:  # the layers used, from a whole torchvision VGG state dict
+                features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith(prefixes)})
+            except RuntimeError as err:
+                raise ValueError(f"{source} does not match torchvision's {cfg.perceptual_net}: "
+                                 f"{str(err).splitlines()[0]}") from None
+            self.status = f"on: {source}"
+        self.blocks = nn.ModuleList(features[a:b] for a, b in zip(cuts, cuts[1:]))
+        self.blocks.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.enabled = True
@@ -137,13 +211,16 @@ class PerceptualLoss(nn.Module):
         return super().train(False)  # VGG stays in eval mode whatever the caller does
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """pred, target (B, 3, H, W) in [-1, 1] -> scalar; 0 when the term is off."""
+        """pred, target (B, 3, H, W) in [-1, 1] -> scalar >= 0; a graph-connected 0 when off."""
         if not self.enabled:
-            return pred.sum() * 0.0
-        x = ((pred.float() + 1) / 2 - self.mean) / self.std  # ImageNet-normalised
-        y = ((target.float() + 1) / 2 - self.mean) / self.std
-        total = pred.new_zeros((), dtype=torch.float32)
+            return pred.float().sum() * 0.0
+        x = ((pred.float() + 1) / 2 - self.mean) / self.std  # (B, 3, H, W), ImageNet-normalised
+        with torch.no_grad():
+            y = ((target.float() + 1) / 2 - self.mean) / self.std
+        total = x.new_zeros(())
         for block in self.blocks:
-            x, y = block(x), block(y)
-            total = total + F.l1_loss(x, y.detach())
+            x = block(x)  # (B, C_l, H / 2^l, W / 2^l)
+            with torch.no_grad():
+                y = block(y)
+            total = total + F.l1_loss(x, y)
         return total / len(self.blocks)

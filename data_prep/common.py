@@ -1,16 +1,21 @@
 """The on-disk format every source writes, and the pieces the sources share.
 
     DIR/manifest.jsonl  {"id", "group", "split", "line", "color", "source", ["style"]} per pair
-    DIR/line/<id>.png   8-bit greyscale (mode L), black lines on white
-    DIR/color/<id>.png  RGB, same size
-    DIR/report.json     found, imported, skipped (reason -> files), duplicates, splits
-    DIR/preview.png     random pairs from each split, for a person to check
+    DIR/line/<id>.png   8-bit greyscale (mode L), black lines on white paper (255)
+    DIR/color/<...>.png RGB, same size as the line image (several styles may share one)
+    DIR/report.json     source, size, found, imported, groups, splits, skipped (reason -> files),
+                        duplicates (kept, dropped, kind), elapsed_s
+    DIR/preview.png     a few random pairs from each split, for a person to check
+
+``colorizer/data.py`` reads this and nothing else.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -21,36 +26,65 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-SPLITS = (("train", 0.7), ("val", 0.9), ("test", 1.0))  # cumulative bounds on the group hash
+SPLITS = (("train", 0.7), ("val", 0.9), ("test", 1.0))  # cumulative upper bounds on the group hash
+OUTPUTS = ("line", "color", "manifest.jsonl", "report.json", "preview.png")  # what a run writes
 
 
 class PrepError(Exception):
-    """The run cannot start or produced nothing; the message says why and what to do."""
+    """The run cannot start; the message says why and what to do."""
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def split_for(group: str) -> str:
-    """70/20/10 by a stable hash of the group: never changes when data is added or re-run."""
-    value = int.from_bytes(hashlib.sha1(group.encode("utf-8")).digest()[:8], "big") / 2**64
+    """70/20/10 by a stable hash of the group: re-runs and added data never move a group."""
+    value = int.from_bytes(hashlib.sha1(group.encode("utf-8")).digest()[:8], "big") / 2**64  # [0, 1)
     return next(name for name, bound in SPLITS if value < bound)
 
 
+def pair_id(rel: str) -> str:
+    """A file-name-safe id that stays unique for any relative path: short path hash + readable stem."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(rel).stem)[:40].strip("_") or "img"
+    return f"{hashlib.sha1(rel.encode('utf-8')).hexdigest()[:12]}_{stem}"
+
+
 def prepare_out(out: Path, overwrite: bool) -> Path:
+    """Create ``out``; a non-empty folder is refused unless ``overwrite``, which replaces only what a
+    previous run wrote (other files there are left alone)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PrepError(f"--out {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise PrepError(f"{out} is not empty: choose another --out or pass --overwrite to replace it")
-        for sub in ("line", "color"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        for name in ("manifest.jsonl", "report.json", "preview.png"):
-            (out / name).unlink(missing_ok=True)
+            raise PrepError(f"--out {out} is not empty: choose another folder or pass --overwrite to replace it")
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     (out / "line").mkdir(parents=True, exist_ok=True)
     (out / "color").mkdir(parents=True, exist_ok=True)
     return out
 
 
+def list_files(src: Path) -> list:
+    """Every file under ``src`` (recursively, hidden files too: they are reported, not silently lost)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise PrepError(f"{src} is not a folder")
+    return sorted(p for p in src.rglob("*") if p.is_file())
+
+
+def rel_name(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
 def open_image(path: Path) -> Image.Image:
-    """Decode any supported file to RGB on white: EXIF orientation, transparency, palette, CMYK,
-    greyscale+alpha and 16-bit handled. Raises ValueError with the reason for unusable files."""
+    """Decode a file to RGB on white: first frame, EXIF orientation, transparency, palette, CMYK,
+    greyscale+alpha and 16-bit handled. Raises ValueError("reason") for files that cannot be used."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise ValueError("empty file")
@@ -58,85 +92,102 @@ def open_image(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                im.seek(0)  # GIF/TIFF: first frame
+                im.seek(0)  # GIF, multi-page TIFF: the first frame
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                return to_rgb(im)
-    except (OSError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise ValueError(f"not a readable image ({type(err).__name__}: {str(err)[:100]})") from None
+                return to_rgb(ImageOps.exif_transpose(im))
+    except Image.UnidentifiedImageError:
+        raise ValueError("not an image") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ValueError("too many pixels (decompression bomb guard)") from None
+    except Exception as err:  # noqa: BLE001  decoders raise many types on bad data; none may stop a run
+        raise ValueError("corrupt or truncated image") from None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB, transparency composited on white, 16-bit scaled (not clipped) to 8-bit."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    """Any PIL mode -> RGB: transparency composited on white, 16-bit scaled (not clipped) to 8-bit."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        values = np.asarray(im).astype(np.float64)
+        # Mode I holds 16-bit PNG/TIFF data (0..65535) in old Pillows and 8-bit data after convert("I").
+        peak = 65535.0 if im.mode.startswith("I;16") or values.max() > 255 else 255.0
+        im = Image.fromarray((np.clip(values / peak, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
     elif im.mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
-        im = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8), "L")
+        values = np.asarray(im).astype(np.float64)
+        scale = 255.0 if values.max() <= 1.0 else 1.0
+        im = Image.fromarray(np.clip(values * scale + 0.5, 0, 255).astype(np.uint8), "L")
     if im.mode == "P":
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("RGB", "L") and "transparency" in im.info):
+        im = im.convert("RGBA")  # keeps a transparent palette entry as alpha
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
         rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return im.convert("RGB")
 
 
-def square(im: Image.Image, size: int, resample=Image.Resampling.LANCZOS) -> Image.Image:
-    """Resize so the short side is ``size``, then centre-crop to size x size."""
-    return ImageOps.fit(im, (size, size), method=resample, centering=(0.5, 0.5))
+def square(im: Image.Image, size: int) -> Image.Image:
+    """Resize so the short side is ``size`` (antialiased), then centre-crop to size x size."""
+    return ImageOps.fit(im, (size, size), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+def new_report(source: str, size: int, found: int, **extra) -> dict:
+    return {"source": source, "size": size, "found": found, "imported": 0, "groups": 0, "splits": {},
+            "skipped": {}, "duplicates": [], "elapsed_s": 0.0, **extra}
+
+
+def skip(report: dict, reason: str, name: str) -> None:
+    report["skipped"].setdefault(reason, []).append(name)
 
 
 def write_outputs(out: Path, records: list, report: dict, seed: int = 0) -> dict:
-    """Manifest, report (with split counts) and preview; returns the report."""
+    """Manifest, report (with counts) and preview; returns the report."""
     records = sorted(records, key=lambda r: r["id"])
     with open(out / "manifest.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    report["imported"] = len(records)
-    report["groups"] = len({r["group"] for r in records})
-    report["splits"] = dict(Counter(r["split"] for r in records))
     group_splits = defaultdict(set)
     for r in records:
         group_splits[r["group"]].add(r["split"])
-    report["groups_across_splits"] = sum(len(s) > 1 for s in group_splits.values())
-    report["skipped_count"] = {reason: len(files) for reason, files in report.get("skipped", {}).items()}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    leaking = sorted(g for g, s in group_splits.items() if len(s) > 1)
+    if leaking:  # impossible while the split is a function of the group; kept as a guard on the format
+        raise RuntimeError(f"groups span several splits: {leaking[:5]}")
+    report["imported"] = len(records)
+    report["groups"] = len(group_splits)
+    counts = Counter(r["split"] for r in records)
+    report["splits"] = {name: counts.get(name, 0) for name, _ in SPLITS}
+    report["skipped"] = {reason: sorted(files) for reason, files in sorted(report["skipped"].items())}
+    report["skipped_count"] = {reason: len(files) for reason, files in report["skipped"].items()}
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if records:
         preview(out, records, seed).save(out / "preview.png")
     return report
 
 
-def preview(out: Path, records: list, seed: int = 0, per_split: int = 6, tile: int = 96) -> Image.Image:
-    """Contact sheet: one row pair (line over colour) per split, labelled."""
+def preview(out: Path, records: list, seed: int = 0, per_split: int = 8, tile: int = 96) -> Image.Image:
+    """Contact sheet: per split a labelled row of line art above a row of the matching colour images."""
     rng = random.Random(seed)
-    rows = []
-    for split, _ in SPLITS:
-        pool = [r for r in records if r["split"] == split]
-        rows.append((split, rng.sample(pool, min(per_split, len(pool)))))
-    label_w = 60
-    sheet = Image.new("RGB", (label_w + per_split * (tile + 4), len(rows) * (2 * tile + 12)), "white")
+    label_w, gap = 48, 4
+    sheet = Image.new("RGB", (label_w + per_split * (tile + gap), len(SPLITS) * (2 * tile + 3 * gap)), "white")
     draw = ImageDraw.Draw(sheet)
-    for i, (split, chosen) in enumerate(rows):
-        y = i * (2 * tile + 12)
+    for row, (split, _) in enumerate(SPLITS):
+        pool = [r for r in records if r["split"] == split]
+        y = row * (2 * tile + 3 * gap)
         draw.text((4, y + tile - 6), split, fill="black")
-        for j, r in enumerate(chosen):
-            x = label_w + j * (tile + 4)
-            sheet.paste(Image.open(out / r["line"]).convert("RGB").resize((tile, tile)), (x, y))
-            sheet.paste(Image.open(out / r["color"]).convert("RGB").resize((tile, tile)), (x, y + tile + 2))
+        for col, r in enumerate(rng.sample(pool, min(per_split, len(pool)))):
+            x = label_w + col * (tile + gap)
+            with Image.open(out / r["line"]) as line, Image.open(out / r["color"]) as color:
+                sheet.paste(line.convert("RGB").resize((tile, tile)), (x, y))
+                sheet.paste(color.convert("RGB").resize((tile, tile)), (x, y + tile + gap))
     return sheet
 
 
 def finish(out: Path, records: list, report: dict, started: float) -> int:
+    """Write everything, print a summary; exit status 1 when nothing usable was found."""
     report["elapsed_s"] = round(time.time() - started, 2)
     report = write_outputs(out, records, report)
     skipped = sum(report["skipped_count"].values())
     print(f"{out}: {report['imported']} pairs in {report['groups']} groups {report['splits']}; "
-          f"{skipped} skipped, {len(report.get('duplicates', []))} duplicates removed "
-          f"({report['elapsed_s']} s). Details: {out / 'report.json'}, check {out / 'preview.png'}")
+          f"{skipped} files skipped, {len(report['duplicates'])} duplicates removed "
+          f"({report['elapsed_s']} s). Details in {out / 'report.json'}; check {out / 'preview.png'}")
     if not records:
-        print(f"error: nothing usable was found in {report.get('source')}", file=sys.stderr)
+        reasons = ", ".join(f"{k}: {v}" for k, v in report["skipped_count"].items()) or "no files"
+        print(f"error: nothing usable was found in {report['source']} ({reasons})", file=sys.stderr)
         return 1
     return 0

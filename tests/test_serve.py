@@ -1,0 +1,222 @@
+"""serve.py: the Gradio app over HTTP with gradio_client, the CLI's model lookup, examples."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from colorizer.checkpoint import export_generator
+from colorizer.config import load_config, to_dict
+from colorizer.inference import Colorizer
+from colorizer.models import build_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # serve.py lives at the repository root, outside the package
+import serve  # noqa: E402
+
+TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32", "--data.size=32",
+        "--model.palette_size=8", "--data.root=data/openmoji256"]
+MAX_PIXELS = 200 * 200
+
+
+def write_export(out: Path, seed: int = 0) -> Path:
+    cfg = load_config(overrides=TINY)
+    torch.manual_seed(seed)
+    generator = build_generator(cfg.model)
+    for module in generator.modules():  # N(0, 0.1): an untrained output that still depends on its input
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.normal_(module.weight, 0.0, 0.1)
+    return export_generator(out, generator.state_dict(), to_dict(cfg), step=300,
+                            metrics={"val/none/psnr_color": 13.5}, perceptual="random", run_name="tiny")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def save_line_art(path: Path, size=(61, 100)) -> Path:
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).ellipse((5, 5, size[0] - 10, size[1] - 10), outline=0, width=2)
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("files")
+    strokes = Image.new("RGBA", (61, 100), (0, 0, 0, 0))
+    ImageDraw.Draw(strokes).ellipse((20, 30, 40, 60), fill=(230, 57, 70, 255))
+    strokes.save(folder / "hints.png")
+    (folder / "not_an_image.png").write_text("this is a text file, not a PNG")
+    Image.new("RGB", (80, 60), "white").save(folder / "blank.png")
+    save_line_art(folder / "huge.png", size=(300, 300))
+    return {"line": save_line_art(folder / "line.png"), "hints": folder / "hints.png",
+            "bad": folder / "not_an_image.png", "blank": folder / "blank.png", "huge": folder / "huge.png"}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The demo on a free local port (with a one-item examples list), closed after the module."""
+    from gradio_client import Client
+
+    folder = tmp_path_factory.mktemp("served")
+    colorizer = Colorizer.load(write_export(folder / "export"), max_pixels=MAX_PIXELS)
+    demo = serve.build_demo(colorizer, examples=[str(save_line_art(folder / "example.png"))])
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, quiet=True, show_error=True, server_name="127.0.0.1", server_port=port)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        yield {"url": url, "client": Client(url, verbose=False), "colorizer": colorizer}
+    finally:
+        demo.close()
+
+
+def editor(background, layers=()):
+    from gradio_client import handle_file
+
+    return {"background": handle_file(str(background)), "layers": [handle_file(str(p)) for p in layers],
+            "composite": None}
+
+
+def test_colorize_endpoint_reports_bad_input_then_keeps_serving(app, files):
+    client = app["client"]
+    with pytest.raises(Exception, match="cannot identify image file"):
+        client.predict(editor(files["bad"]), "automatic", "", api_name="/colorize")
+    with pytest.raises(Exception, match="empty canvas"):
+        client.predict(editor(files["blank"]), "automatic", "", api_name="/colorize")
+    with pytest.raises(Exception, match=r"300x300 = 90,000 pixels, more than the limit of 40,000"):
+        client.predict(editor(files["huge"]), "automatic", "", api_name="/colorize")
+    with pytest.raises(Exception, match="'nope'"):
+        client.predict(editor(files["line"]), "palette", "#e63946, nope", api_name="/colorize")
+    with pytest.raises(Exception, match="paint some strokes"):
+        client.predict(editor(files["line"]), "painted hints", "", api_name="/colorize")
+    result = client.predict(editor(files["line"]), "automatic", "", api_name="/colorize")
+    assert Image.open(result).size == (61, 100)
+
+
+def test_colorize_endpoint_modes_use_their_hints(app, files):
+    client = app["client"]
+    automatic = np.asarray(Image.open(client.predict(editor(files["line"], [files["hints"]]), "automatic", "#123456",
+                                                     api_name="/colorize")).convert("RGB"))
+    painted = np.asarray(Image.open(client.predict(editor(files["line"], [files["hints"]]), "painted hints", "",
+                                                   api_name="/colorize")).convert("RGB"))
+    palette = np.asarray(Image.open(client.predict(editor(files["line"]), "palette", "#e63946, #457b9d",
+                                                   api_name="/colorize")).convert("RGB"))
+    expected = np.asarray(app["colorizer"].colorize(Image.open(files["line"]), hints=Image.open(files["hints"])))
+    assert np.array_equal(painted, expected)  # PNG all the way: hint colours arrive unchanged
+    assert not np.array_equal(automatic, painted)
+    assert not np.array_equal(automatic, palette)
+
+
+def test_colorize_file_endpoint(app, files):
+    from gradio_client import handle_file
+
+    client = app["client"]
+    with pytest.raises(Exception, match=r"line art is not a readable image \(not_an_image.png"):
+        client.predict(handle_file(str(files["bad"])), api_name="/colorize_file")
+    with pytest.raises(Exception, match=r"300x300 = 90,000 pixels, more than the limit of 40,000"):
+        client.predict(handle_file(str(files["huge"])), api_name="/colorize_file")
+    result = client.predict(handle_file(str(files["line"])), handle_file(str(files["hints"])), "", "painted hints",
+                            api_name="/colorize_file")
+    assert Image.open(result).size == (61, 100)
+
+
+def test_readme_api_snippet(app, files, monkeypatch):
+    """The snippet README shows, verbatim apart from the URL."""
+    monkeypatch.chdir(files["line"].parent)  # line.png and hints.png (RGBA strokes) are here
+    url = app["url"]
+    # --- README snippet start
+    from gradio_client import Client, handle_file
+
+    client = Client(url)  # e.g. "http://127.0.0.1:7860/"
+    # automatic; with a palette (global hint); with painted strokes (an RGBA PNG, transparent = no hint)
+    result = client.predict(handle_file("line.png"), api_name="/colorize_file")
+    result = client.predict(handle_file("line.png"), palette="#e63946, #457b9d", api_name="/colorize_file")
+    result = client.predict(handle_file("line.png"), hints=handle_file("hints.png"), api_name="/colorize_file")
+    print(result)  # path of the coloured PNG, same size as line.png
+
+    # the endpoint behind the page's Colorize button takes the editor's value
+    result = client.predict(
+        editor={"background": handle_file("line.png"), "layers": [handle_file("hints.png")], "composite": None},
+        mode="painted hints", palette="", api_name="/colorize")
+    # --- README snippet end
+    assert Image.open(result).size == (61, 100)
+
+
+def test_colorize_file_infers_the_mode_and_refuses_server_paths(app, files):
+    from gradio_client import handle_file
+
+    client = app["client"]
+    line = Image.open(files["line"])
+    colorizer = app["colorizer"]
+    cases = [((), {}, colorizer.colorize(line)),
+             ((), {"palette": "#e63946"}, colorizer.colorize(line, palette=["#e63946"])),
+             ((handle_file(str(files["hints"])),), {}, colorizer.colorize(line, hints=Image.open(files["hints"])))]
+    for args, kwargs, expected in cases:
+        result = client.predict(handle_file(str(files["line"])), *args, api_name="/colorize_file", **kwargs)
+        assert np.array_equal(np.asarray(Image.open(result).convert("RGB")), np.asarray(expected)), kwargs
+    with pytest.raises(Exception, match="must be an uploaded file"):
+        client.predict(str(files["line"]), api_name="/colorize_file")  # a server path, not an upload
+
+
+def test_page_has_model_facts_and_attribution(app):
+    import urllib.request
+
+    config = json.loads(urllib.request.urlopen(app["url"] + "config", timeout=10).read())
+    text = json.dumps(config)
+    assert "300 training steps" in text and "val/none/psnr_color 13.5" in text
+    assert serve.ATTRIBUTION in text  # TINY sets data.root to the OpenMoji folder
+
+
+def test_no_model_exits_with_instructions_and_no_training_code(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # -X importtime lists every imported module on stderr
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "serve.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "python train.py" in proc.stderr and "--checkpoint PATH" in proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "colorizer.inference" in imported
+    assert not imported & {"colorizer.training", "colorizer.losses", "colorizer.data", "colorizer.monitor", "wandb"}
+
+
+def test_missing_checkpoint_argument_is_an_error(tmp_path, capsys):
+    assert serve.main(["--checkpoint", str(tmp_path / "nowhere")]) != 0
+    assert "no model at" in capsys.readouterr().err
+
+
+def test_find_checkpoint_prefers_the_newest_export(tmp_path):
+    assert serve.find_checkpoint(tmp_path) is None
+    demo = write_export(tmp_path / "models" / "demo")
+    assert serve.find_checkpoint(tmp_path) == demo
+    old = write_export(tmp_path / "runs" / "old" / "export")
+    new = write_export(tmp_path / "runs" / "new" / "export")
+    os.utime(old / "config.json", (2_000_000_000, 2_000_000_000))
+    os.utime(new / "config.json", (1_000_000_000, 1_000_000_000))
+    assert serve.find_checkpoint(tmp_path) == old
+
+
+def test_find_examples_takes_the_test_split(tmp_path):
+    assert serve.find_examples(tmp_path / "missing") == []
+    records = [{"id": f"e{i}", "split": split, "line": f"line/e{i}.png"} for i, split in
+               enumerate(["train", "test", "val", "test", "test"])]
+    (tmp_path / "line").mkdir()
+    for record in records[:4]:  # the last test item's file is missing: skipped
+        save_line_art(tmp_path / record["line"])
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert serve.find_examples(tmp_path) == [str(tmp_path / "line/e1.png"), str(tmp_path / "line/e3.png")]
+
+
+def test_attribution_follows_the_openmoji_drawings(tmp_path):
+    cfg = load_config(overrides=TINY[:-1] + [f"--data.root={tmp_path / 'drawings'}"])
+    own_data = Colorizer(build_generator(cfg.model), cfg)
+    assert serve.ATTRIBUTION not in serve.model_facts(own_data)
+    assert serve.ATTRIBUTION in serve.model_facts(own_data, examples_shown=True)  # the examples are OpenMoji's
