@@ -28,7 +28,7 @@ log = logging.getLogger("colorizer.serve")
 
 MODES = ("automatic", "palette", "painted hints")
 RUNS_DIR = Path("runs")
-DEMO_MODEL = Path("models/demo")  # reserved for a bundled model
+DEMO_MODEL = Path("models/demo")  # the bundled model (experiments/demo.yaml, see experiments/RESULTS.md)
 EXAMPLES_ROOT = Path("data/openmoji256")
 ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",

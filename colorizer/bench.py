@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -19,15 +20,17 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import load_config
+from .config import ConfigError, load_config
 from .hints import HintSampler, curriculum_probs
 from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, recon_loss
 from .models import build_discriminator, build_generator
 from .monitor import git_commit
 
-PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},  # dense, SXM datasheet figures
-               "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
-               "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}}
+# Dense datasheet peaks in TFLOP/s (SXM parts). "tf32" is what fp32 convolutions run at on these
+# GPUs by default (torch.backends.cudnn.allow_tf32 is True); "fp32" is the CUDA-core rate.
+PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+               "H200": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+               "A100": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}}
 REFERENCE = ["--model.norm=batch", "--model.upsample=transpose", "--model.dropout=0.5", "--loss.perceptual_weight=0",
              "--model.disc_norm=batch", "--model.disc_spectral_norm=false"]
 
@@ -98,12 +101,12 @@ def flops_per_image(step, batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
-def peak_tflops(device: torch.device, precision: str) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    """The datasheet peak for ``precision`` on a GPU named ``device_name``; None when unknown (CPUs)."""
+    if precision == "fp32" and torch.backends.cudnn.allow_tf32:
+        precision = "tf32"
     for key, table in PEAK_TFLOPS.items():
-        if key in name:
+        if key in device_name:
             return table[precision]
     return None
 
@@ -119,67 +122,105 @@ def bench_train(cfg, device, precision, batch, size, channels_last, compile_, hi
     if not compile_:
         row["gflop_per_image"] = flops_per_image(step, batch) / 1e9
         row["tflops_achieved"] = row["gflop_per_image"] * row["images_per_s"] / 1e3
-        peak = peak_tflops(device, precision)
+        peak = peak_tflops(torch.cuda.get_device_name(device), precision) if device.type == "cuda" else None
         row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
     return row
 
 
-def bench_data(cfg, size: int, batch: int, device, seconds: float = 5.0) -> dict:
-    """Images/s of the data path alone: decode (cached) + batched augmentation + hint simulation."""
+def bench_data(cfg, batch: int, device, seconds: float) -> dict:
+    """Images/s of the data path alone, as training runs it: cached decode in the DataLoader workers,
+    then batched augmentation and hint simulation on ``device``. The first epoch decodes the PNGs
+    ("cold"); later epochs read the in-memory uint8 cache ("warm", the steady state)."""
+    from torch.utils.data import DataLoader
+
+    from .config import image_size
     from .data import PairDataset
     from .runtime import augment
-    from torch.utils.data import DataLoader
 
     root = Path(cfg.data.root)
     if not (root / "manifest.jsonl").is_file():
-        return {"skipped": f"no prepared dataset at {root} (python -m data_prep openmoji --out {root} --size {size})"}
-    dataset = PairDataset(root, "train", size=(size, size), train=False, cache=True)
+        return {"skipped": f"no prepared dataset at {root} (python -m data_prep openmoji --out {root} "
+                           f"--size {cfg.data.size})"}
+    dataset = PairDataset(root, "train", size=image_size(cfg.data), train=False, cache=True)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
     sampler = HintSampler(cfg.hints, cfg.model.palette_size)
     probs = curriculum_probs(cfg.hints, 0.0)
-    images, start, epochs = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < seconds and epochs < 50:
+    rates, start = [], time.perf_counter()
+    while (time.perf_counter() - start < seconds or len(rates) < 2) and len(rates) < 20:
+        images, epoch_start = 0, time.perf_counter()
         for b in loader:
-            line, color = augment(b["line"].to(device, non_blocking=True), b["color"].to(device, non_blocking=True),
-                                  0, True)
+            line = b["line"].to(device, non_blocking=True)
+            color = b["color"].to(device, non_blocking=True)
+            line, color = augment(line, color, cfg.data.crop, cfg.data.hflip)
             sampler.sample(color, probs)
             images += len(line)
-            if time.perf_counter() - start > seconds:
-                break
-        epochs += 1
-    sync(device)
-    return {"images_per_s": images / (time.perf_counter() - start), "workers": cfg.data.num_workers,
-            "note": "first epoch includes decoding; later epochs read the in-memory cache"}
+        sync(device)
+        rates.append(images / (time.perf_counter() - epoch_start))
+    return {"images_per_s_cold": rates[0], "images_per_s_warm": statistics.median(rates[1:]),
+            "epochs": len(rates), "items": len(dataset), "workers": cfg.data.num_workers, "batch": batch,
+            "size": list(image_size(cfg.data)), "root": str(root)}
 
 
 @torch.inference_mode()
-def bench_inference(cfg, device, size: int, warmup: int, repeats: int) -> dict:
-    g = build_generator(cfg.model).to(device).eval()
+def bench_inference(model_cfg, device, size: int, warmup: int, repeats: int) -> dict:
+    """Generator forward latency at size x size, batch 1, with a hint map and palette as the demo sends."""
+    g = build_generator(model_cfg).to(device).eval()
     line = torch.rand(1, 1, size, size, device=device) * 2 - 1
     hint = torch.zeros(1, 4, size, size, device=device)
-    palette = torch.zeros(1, cfg.model.palette_size, 3, device=device)
-    keep = torch.zeros(1, cfg.model.palette_size, device=device)
+    palette = torch.zeros(1, model_cfg.palette_size, 3, device=device)
+    keep = torch.zeros(1, model_cfg.palette_size, device=device)
     seconds = timed(lambda: g(line, hint, palette, keep), device, warmup, repeats)
-    return {"size": size, "latency_ms": seconds * 1e3}
+    return {"size": size, "latency_ms": seconds * 1e3, "params": sum(p.numel() for p in g.parameters())}
+
+
+def bench_demo(path: Path, device, warmup: int, repeats: int) -> list:
+    """End-to-end ``Colorizer.colorize`` latency of the exported model at ``path`` (what the demo
+    feels: a PIL image in, resized to the model's box, coloured, resized back) for square line
+    art of 256 and 512 px, batch 1. Empty when there is no export there."""
+    from PIL import Image, ImageDraw
+
+    from .inference import Colorizer
+
+    if not (path / "config.json").is_file():
+        return []
+    model = Colorizer.load(path, device=str(device))
+    rows = []
+    for size in (256, 512):
+        art = Image.new("L", (size, size), 255)
+        ImageDraw.Draw(art).ellipse((size // 8, size // 8, size * 7 // 8, size * 7 // 8), outline=0, width=3)
+        seconds = timed(lambda: model.colorize(art), device, warmup, repeats)
+        rows.append({"model": f"demo end to end ({path}, box {model.box[0]}x{model.box[1]})", "size": size,
+                     "latency_ms": seconds * 1e3, "params": sum(p.numel() for p in model.generator.parameters())})
+    return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m colorizer.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Other arguments are --section.key=value config overrides of the "
+                                            "default model, e.g. --data.root=data/openmoji128 --data.size=128.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=256, help="training image side in pixels")
     parser.add_argument("--quick", action="store_true", help="fewer configurations and repeats (CPU: < 3 min)")
-    parser.add_argument("--out", default="bench.json")
-    parser.add_argument("overrides", nargs="*", help="--section.key=value config overrides for the default model")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default="bench.json", help="JSON file for every measured row")
+    parser.add_argument("--demo-model", default="models/demo", help="export folder whose generator is also timed")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        cfg = load_config(overrides=overrides + ["--loss.perceptual_weights=random"])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     device = torch.device(args.device)
-    cfg = load_config(overrides=[a for a in args.overrides] + ["--loss.perceptual_weights=random"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available; use --device cpu", file=sys.stderr)
+        return 2
     torch.backends.cudnn.benchmark = True
     gpu = device.type == "cuda"
     warmup, repeats = (2, 3) if args.quick else (5, 20)
     precisions = ["fp32"] + (["bf16", "fp16"] if gpu and torch.cuda.is_bf16_supported() else ["fp16"] if gpu else [])
     batches = ([16] if args.quick else [8, 16, 32]) if gpu else [2 if args.quick else 4]
+    default_batch = cfg.train.batch_size if cfg.train.batch_size in batches else batches[-1]
     rows = []
     for precision in precisions:
         for batch in batches:
@@ -187,35 +228,80 @@ def main(argv=None) -> int:
                 rows.append(bench_train(cfg, device, precision, batch, args.size, channels_last, False, True,
                                         warmup, repeats))
                 print(_fmt(rows[-1]), flush=True)
-    if gpu and not args.quick:
-        best = max(rows, key=lambda r: r["images_per_s"])
-        rows.append(bench_train(cfg, device, best["precision"], best["batch"], args.size, best["channels_last"],
-                                True, True, warmup, repeats))
+    default_precision = "bf16" if "bf16" in precisions else ("fp16" if gpu else "fp32")
+    if gpu and not args.quick:  # what train.py runs with --train.compile=true
+        rows.append(bench_train(cfg, device, default_precision, default_batch, args.size, True, True, True,
+                                warmup, repeats))
         print(_fmt(rows[-1]), flush=True)
-    reference_cfg = load_config(overrides=REFERENCE)
+    reference_cfg = load_config(overrides=overrides + REFERENCE)  # same size and data, pix2pix choices
     reference = bench_train(reference_cfg, device, "fp32", 1, args.size, False, False, False, warmup, repeats)
     reference["name"] = "pix2pix-style reference"
     print(_fmt(reference), flush=True)
-    default_precision = "bf16" if "bf16" in precisions else ("fp16" if gpu else "fp32")
-    default_rows = [r for r in rows if r["precision"] == default_precision and r["batch"] == batches[-1]
-                    and not r["compile"] and r["channels_last"] == gpu]
-    fp32_rows = [r for r in rows if r["precision"] == "fp32" and r["batch"] == batches[-1] and not r["compile"]
-                 and r["channels_last"] == gpu]
+
+    def pick(precision):  # the row train.py's defaults give: default batch, channels_last on GPU, no compile
+        return next((r for r in rows if r["precision"] == precision and r["batch"] == default_batch
+                     and not r["compile"] and r["channels_last"] == gpu), None)
+
+    default_row, fp32_row = pick(default_precision), pick("fp32")
+    data = bench_data(cfg, default_batch, device, 6.0 if args.quick else 20.0)
+    if "images_per_s_warm" in data:
+        data["ratio_to_training"] = data["images_per_s_warm"] / default_row["images_per_s"]
+    print(f"data path: {json.dumps(data)}", flush=True)
+    inference = [{"model": "default", **bench_inference(cfg.model, device, s, warmup, repeats)} for s in (256, 512)]
+    inference += bench_demo(Path(args.demo_model), device, warmup, repeats)
+    for row in inference:
+        print(f"inference {row['model']} {row['size']}px batch 1: {row['latency_ms']:.1f} ms", flush=True)
     result = {
-        "device": torch.cuda.get_device_name(device) if gpu else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(device) if gpu else f"{platform.machine()} CPU",
         "torch": torch.__version__, "commit": git_commit(), "size": args.size, "quick": args.quick,
-        "threads": torch.get_num_threads(), "train": rows, "reference": reference,
-        "speedup_default_vs_reference": default_rows[0]["images_per_s"] / reference["images_per_s"] if default_rows else None,
-        "speedup_amp_vs_fp32": (default_rows[0]["images_per_s"] / fp32_rows[0]["images_per_s"]
-                                if default_rows and fp32_rows and default_precision != "fp32" else None),
-        "data": bench_data(cfg, args.size, batches[-1], device, 3.0 if args.quick else 10.0),
-        "inference": [bench_inference(cfg, device, s, warmup, repeats) for s in (256, 512)],
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "default_precision": default_precision,
+        "default_batch": default_batch, "train": rows, "reference": reference,
+        "speedup_default_vs_reference": default_row["images_per_s"] / reference["images_per_s"],
+        "speedup_amp_vs_fp32": (default_row["images_per_s"] / fp32_row["images_per_s"]
+                                if default_precision != "fp32" else None),
+        "data": data, "inference": inference,
     }
-    print(json.dumps({k: result[k] for k in ("speedup_default_vs_reference", "speedup_amp_vs_fp32", "data",
-                                              "inference")}, indent=2))
+    print(markdown(result))
+    print(json.dumps({k: result[k] for k in ("device", "speedup_default_vs_reference", "speedup_amp_vs_fp32")}))
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The measured figures as Markdown tables (what docs/PERFORMANCE.md records)."""
+    ref = result["reference"]
+    head = (f"Device: {result['device']}, torch {result['torch']}, commit {result['commit']}, {result['size']} px, "
+            f"{'quick' if result['quick'] else 'full'} run, {result['threads']} CPU threads.\n\n"
+            "| config | precision | batch | channels_last | compile | images/s | x reference | step ms | "
+            "GFLOP/image | TFLOP/s | of peak | peak GiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+
+    def fraction(row):  # from the current PEAK_TFLOPS table, so a corrected datasheet figure applies
+        peak = peak_tflops(result["device"], row["precision"])
+        return "n/a" if peak is None or row.get("tflops_achieved") is None else f"{row['tflops_achieved'] / peak:.1%}"
+
+    for row in result["train"] + [ref]:
+        def num(key, fmt):
+            value = row.get(key)
+            return "n/a" if value is None else format(value, fmt)
+        lines.append(f"| {row.get('name', 'default')} | {row['precision']} | {row['batch']} | "
+                     f"{'on' if row['channels_last'] else 'off'} | {'on' if row['compile'] else 'off'} | "
+                     f"{row['images_per_s']:.1f} | {row['images_per_s'] / ref['images_per_s']:.2f} | "
+                     f"{row['step_ms']:.1f} | {num('gflop_per_image', '.1f')} | {num('tflops_achieved', '.2f')} | "
+                     f"{fraction(row)} | {num('peak_mem_gb', '.2f')} |")
+    data = result["data"]
+    lines.append("")
+    if "skipped" in data:
+        lines.append(f"Data path: skipped ({data['skipped']}).")
+    else:
+        lines.append(f"Data path ({data['workers']} workers, batch {data['batch']}, {data['size'][0]} px, "
+                     f"{data['items']} images): {data['images_per_s_cold']:.0f} images/s in the first (decoding) "
+                     f"epoch, {data['images_per_s_warm']:.0f} images/s from the cache, "
+                     f"{data['ratio_to_training']:.2f}x what the default training step consumes.")
+    lines += ["", "| inference, batch 1 | size | latency ms |", "|---|---|---|"]
+    lines += [f"| {row['model']} | {row['size']} | {row['latency_ms']:.1f} |" for row in result["inference"]]
+    return "\n".join(lines)
 
 
 def _fmt(row: dict) -> str:

@@ -74,7 +74,7 @@ class HintConfig:
     placement: str = "color"  # color (inside the colour region, as users paint) | uniform
     blur_sigma: float = 1.0  # Gaussian softening of the hint map, in pixels (0 = off)
     color_jitter: float = 0.05  # std of additive noise on hint colours, in [-1, 1] units
-    drop_min: float = 0.5  # lower end of the per-image fraction of hints zeroed out
+    drop_min: float = 0.3  # lower end of the per-image fraction of hints zeroed out
     drop_max: float = 0.9  # upper end of that fraction (denoising: learn to generalise)
     palette_min: int = 3  # fewest palette colours kept in a global hint
     palette_max: int = 8  # most palette colours (<= model.palette_size)

@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import image_size
-from .data import PairDataset
+from .data import PairDataset, mean_color
+from .extra_metrics import ExtraMetrics
 from .hints import MODES, HintSampler, clean_hints, color_region
-from .inference import Colorizer
+from .inference import Colorizer, ModelLoadError
 from .metrics import hint_error, image_metrics
 from .monitor import save_grid
 
@@ -48,52 +49,52 @@ class Accumulator:
         return total / count if count else float("nan")
 
 
-def mean_train_color(root: Path, size, max_items: int = 0) -> torch.Tensor:
-    """(3,) mean colour of the train split in [-1, 1]: the "fill with the mean colour" baseline."""
-    dataset = PairDataset(root, "train", size=size, train=False, cache=False, max_items=max_items)
-    total = torch.zeros(3, dtype=torch.float64)
-    for batch in DataLoader(dataset, batch_size=64, num_workers=0):
-        total += batch["color"].double().mean((2, 3)).sum(0)
-    return (total / max(1, len(dataset))).float()
-
-
 @torch.no_grad()
 def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str = "color", batch_size: int = 16,
-             max_items: int = 0, seed: int = 0, worst: int = 8, gallery: Path | None = None) -> dict:
+             max_items: int = 0, seed: int = 0, worst: int = 8, gallery: Path | None = None,
+             extra: ExtraMetrics | None = None) -> dict:
+    """Metrics of ``model`` on ``split`` of the prepared folder ``root`` (at the model's training size)
+    and of the two trivial baselines; a JSON-ready dict. Hints are clean and seeded per batch, so
+    the same model, data, seed and batch size give the same numbers. ``extra`` (LPIPS, FID) sees
+    the hintless predictions."""
     cfg, generator, device = model.config, model.generator, model.device
     size = image_size(cfg.data)
     dataset = PairDataset(root, split, size=size, train=False, cache=False, max_items=max_items)
     if len(dataset) == 0:
-        raise ValueError(f"the {split} split of {root} is empty")
-    hint_cfg = cfg.hints.copy() if hasattr(cfg.hints, "copy") else cfg.hints
-    hint_cfg.placement = placement
-    sampler = HintSampler(hint_cfg, cfg.model.palette_size)
-    mean_color = mean_train_color(root, size, max_items).to(device)
+        raise ValueError(f"the {split} split of {root} is empty (see {root / 'report.json'})")
+    sampler = HintSampler(cfg.hints, cfg.model.palette_size)
+    mean = mean_color(root, "train", max_items).to(device)
     acc = Accumulator()
     per_image: list = []  # (psnr_color in hintless mode, dataset index)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+    def run(line, hints):  # (B, 3, H, W) in [-1, 1]
+        return generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+
     for i, batch in enumerate(tqdm(loader, desc=f"evaluate {split}", dynamic_ncols=True)):
-        line, color = batch["line"].to(device), batch["color"].to(device)
+        line, color = batch["line"].to(device), batch["color"].to(device)  # (B, 1|3, H, W) in [-1, 1]
         region = color_region(color)
-        baselines = {"line_art": line.expand(-1, 3, -1, -1),
-                     "mean_color": mean_color.view(1, 3, 1, 1).expand_as(color)}
+        baselines = {"line_art": line.expand(-1, 3, -1, -1), "mean_color": mean.view(1, 3, 1, 1).expand_as(color)}
         for name, pred in baselines.items():
             for metric, v in image_metrics(pred, color, region).items():
                 acc.add(f"baselines/{name}/{metric}", v)
         for mode in MODES:
-            hints = clean_hints(sampler, color, mode, MODE_PATCHES, torch.Generator(device).manual_seed(seed + i))
-            pred = generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+            gen = torch.Generator(device).manual_seed(seed + i)
+            hints = clean_hints(sampler, color, mode, MODE_PATCHES, gen, placement)
+            pred = run(line, hints)
             values = image_metrics(pred, color, region)
             if mode == "spatial":
                 values["hint_error"] = hint_error(pred, hints.spatial)
             if mode == "none":
                 per_image += list(zip(values["psnr_color"].tolist(), batch["index"].tolist()))
+                if extra is not None:
+                    extra.update(pred, color)
             for metric, v in values.items():
                 acc.add(f"modes/{mode}/{metric}", v)
         for count in PATCH_COUNTS:
             gen = torch.Generator(device).manual_seed(seed + 1000 * (count + 1) + i)
-            hints = clean_hints(sampler, color, "spatial" if count else "none", count, gen)
-            pred = generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+            hints = clean_hints(sampler, color, "spatial" if count else "none", count, gen, placement)
+            pred = run(line, hints)
             for metric, v in image_metrics(pred, color, region).items():
                 acc.add(f"curve/{count}/{metric}", v)
             if count:
@@ -101,10 +102,12 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
 
     report = {
         "split": split, "items": len(dataset), "size": list(size), "placement": placement, "seed": seed,
-        "step": model.step, "modes": {}, "baselines": {}, "hint_curve": [],
-        "lpips": "not computed: no LPIPS implementation with local weights in this version",
-        "fid": "not computed: no Inception weights on this machine (FID needs them)",
+        "batch_size": batch_size, "step": model.step, "run_name": model.run_name, "modes": {}, "baselines": {},
+        "hint_curve": [],
+        "perceptual_status": model.notes.get("perceptual_status", "unknown"),
     }
+    report.update(extra.result() if extra is not None else
+                  {"lpips": "not computed: disabled", "fid": "not computed: disabled"})
     for mode in MODES:
         keys = METRICS + (("hint_error",) if mode == "spatial" else ())
         report["modes"][mode] = {k: acc.mean(f"modes/{mode}/{k}") for k in keys}
@@ -114,19 +117,42 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
         row = {"patches": count, **{k: acc.mean(f"curve/{count}/{k}") for k in METRICS}}
         row["hint_error"] = acc.mean(f"curve/{count}/hint_error") if count else None
         report["hint_curve"].append(row)
-    per_image = [p for p in per_image if not math.isnan(p[0])]
-    per_image.sort()
-    report["worst"] = [{"index": idx, "id": dataset.records[idx]["id"] if hasattr(dataset, "records") else idx,
-                        "psnr_color": value} for value, idx in per_image[:worst]]
+    per_image = sorted(p for p in per_image if not math.isnan(p[0]))
+    report["worst"] = [{"index": idx, "id": dataset.records[idx]["id"], "psnr_color": value}
+                       for value, idx in per_image[:worst]]
     if gallery is not None and report["worst"]:
         items = [dataset[w["index"]] for w in report["worst"]]
         line = torch.stack([it["line"] for it in items]).to(device)
         color = torch.stack([it["color"] for it in items]).to(device)
-        hints = clean_hints(sampler, color, "none", 0, None)
-        pred = generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+        pred = run(line, clean_hints(sampler, color, "none", 0, None))
+        report["worst_images"] = {"line": line.expand(-1, 3, -1, -1).cpu(), "pred": pred.cpu(), "target": color.cpu()}
         save_grid([line.expand(-1, 3, -1, -1), pred, color], gallery)
         report["gallery"] = str(gallery)
     return report
+
+
+def log_wandb(report: dict, mode: str, project: str, curve_png: Path) -> str:
+    """The summary metrics, the hint curve and a table of the K worst samples (line | prediction |
+    target) as a W&B run of job type "eval"; returns the run's folder or URL."""
+    import wandb
+
+    run = wandb.init(project=project, job_type="eval", mode=mode, name=f"eval-{report['run_name'] or 'model'}",
+                     config={k: report[k] for k in ("split", "items", "size", "placement", "seed", "step")})
+    flat = {f"{mode_}/{k}": v for mode_, m in report["modes"].items() for k, v in m.items()}
+    flat.update({f"baseline_{name}/{k}": v for name, m in report["baselines"].items() for k, v in m.items()})
+    run.summary.update(flat)
+    run.log({"hint_curve": wandb.Image(str(curve_png))})
+    images = report.get("worst_images")
+    if images is not None:
+        table = wandb.Table(columns=["id", "psnr_color", "line", "prediction", "target"])
+        to_uint8 = lambda t: ((t.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # noqa: E731
+        for k, w in enumerate(report["worst"]):
+            table.add_data(w["id"], w["psnr_color"], *(wandb.Image(to_uint8(images[key][k]))
+                                                       for key in ("line", "pred", "target")))
+        run.log({"worst_samples": table})
+    where = run.url or run.dir
+    run.finish()
+    return where
 
 
 def markdown(report: dict) -> str:
@@ -144,7 +170,8 @@ def markdown(report: dict) -> str:
     for row in report["hint_curve"]:
         lines.append(f"| {row['patches']} | {fmt(row['psnr'])} | {fmt(row['psnr_color'])} | "
                      f"{fmt(row['ssim_color'])} | {fmt(row['hint_error'])} |")
-    lines += ["", f"LPIPS: {report['lpips']}", f"FID: {report['fid']}"]
+    lpips, fid = (v if isinstance(v, str) else f"{v:.4f}" for v in (report["lpips"], report["fid"]))
+    lines += ["", f"LPIPS (hintless): {lpips}", f"FID (hintless): {fid}"]
     return "\n".join(lines)
 
 
@@ -178,29 +205,41 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="export folder or training checkpoint (.pt)")
     parser.add_argument("--data", required=True, help="prepared dataset folder (manifest.jsonl inside)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--out", required=True, help="JSON report; the plot and gallery go beside it")
+    parser.add_argument("--out", required=True, help="JSON report; NAME_curve.png and NAME_worst.png go beside it")
     parser.add_argument("--placement", default="color", choices=("color", "uniform"),
                         help="hint patches inside the colour region (as users paint) or anywhere")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-items", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--worst", type=int, default=8, help="K worst samples in the gallery")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--worst", type=int, default=8, help="K worst samples (hintless colour-region PSNR)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--lpips-weights", default="auto",
+                        help="LPIPS backbone weights: auto (torchvision cache), a file, or off")
+    parser.add_argument("--fid-weights", default="auto", help="FID Inception weights: auto, a file, or off")
+    parser.add_argument("--wandb", default="disabled", choices=("disabled", "offline", "online"),
+                        help="also log the metrics and a table of the worst samples to W&B")
+    parser.add_argument("--project", default="colorizer", help="W&B project")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    curve_png, worst_png = out.with_name(out.stem + "_curve.png"), out.with_name(out.stem + "_worst.png")
     try:
         model = Colorizer.load(args.checkpoint, device=args.device)
+        extra = ExtraMetrics(model.device, args.lpips_weights, args.fid_weights)
         report = evaluate(model, Path(args.data), args.split, args.placement, args.batch_size, args.max_items,
-                          args.seed, args.worst, gallery=out.with_name(out.stem + "_worst.png"))
-    except (FileNotFoundError, ValueError) as err:
+                          args.seed, args.worst, gallery=worst_png, extra=extra)
+    except (FileNotFoundError, ValueError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     report["checkpoint"] = str(args.checkpoint)
-    plot_curve(report, out.with_name(out.stem + "_curve.png"))
+    report["data"] = str(args.data)
+    plot_curve(report, curve_png)
+    if args.wandb != "disabled":
+        report["wandb"] = log_wandb(report, args.wandb, args.project, curve_png)
+    report.pop("worst_images", None)
     out.write_text(json.dumps(report, indent=2))
     print(markdown(report))
-    print(f"\nwrote {out}, {out.stem}_curve.png, {out.stem}_worst.png")
+    print(f"\nwrote {out}, {curve_png.name}, {worst_png.name}")
     return 0
 
 

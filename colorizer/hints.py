@@ -249,13 +249,16 @@ class HintSampler:
         return hints
 
 
-def clean_hints(sampler: HintSampler, color: torch.Tensor, mode: str, num_patches: int, generator) -> Hints:
+def clean_hints(sampler: HintSampler, color: torch.Tensor, mode: str, num_patches: int, generator,
+                placement: str | None = None) -> Hints:
     """Undenoised hints of one mode for every image, as a user gives them (validation, evaluation):
-    ``num_patches`` square patches, or the palette_max most frequent colours."""
+    ``num_patches`` square patches (placed by ``placement``, default the sampler config's), or the
+    palette_max most frequent colours."""
     batch, _, height, width = color.shape
     hints = empty_hints(batch, height, width, sampler.palette_size, color.device)
     if mode == "spatial":
-        hints.spatial = sampler.spatial(color, num_patches=num_patches, denoise=False, generator=generator)
+        hints.spatial = sampler.spatial(color, num_patches=num_patches, denoise=False, placement=placement,
+                                        generator=generator)
     elif mode == "palette":
         hints.palette, hints.palette_keep = sampler.palette(color, num_colors=sampler.cfg.palette_max,
                                                             generator=generator)

@@ -145,6 +145,7 @@ class Colorizer:
         self.step = int(step)
         self.metrics = dict(metrics or {})
         self.run_name = run_name
+        self.notes: dict = {}  # plain values training stored beside the config, e.g. perceptual_status
         self.source = source
         self.max_pixels = int(max_pixels)
         # Plain ints read once: every call then avoids OmegaConf lookups.
@@ -240,8 +241,10 @@ class Colorizer:
             raise ModelLoadError(f"the generator weights in {source} do not match its config "
                                  f"({config.model.generator}, depth {config.model.depth}): {details}") from None
         metrics = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor))}
-        return cls(generator.float(), config, step=int(step), metrics=metrics, run_name=run_name, source=source,
-                   max_pixels=max_pixels, device=device)
+        model = cls(generator.float(), config, step=int(step), metrics=metrics, run_name=run_name, source=source,
+                    max_pixels=max_pixels, device=device)
+        model.notes = {str(k): v for k, v in notes.items()}
+        return model
 
     # ---------------------------------------------------------------- facts
     @property

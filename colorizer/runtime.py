@@ -149,10 +149,15 @@ def augment(line: torch.Tensor, color: torch.Tensor, crop: int, hflip: bool):
     """
     batch, _, height, width = line.shape
     if crop and (crop < height or crop < width):
-        top = torch.randint(0, height - crop + 1, (batch,)).tolist()
-        left = torch.randint(0, width - crop + 1, (batch,)).tolist()
-        line = torch.stack([x[:, t : t + crop, s : s + crop] for x, t, s in zip(line, top, left)])
-        color = torch.stack([x[:, t : t + crop, s : s + crop] for x, t, s in zip(color, top, left)])
+        top = torch.randint(0, height - crop + 1, (batch,)).to(line.device)
+        left = torch.randint(0, width - crop + 1, (batch,)).to(line.device)
+        offsets = torch.arange(crop, device=line.device)
+        rows = (top[:, None] + offsets)[:, :, None]  # (B, crop, 1)
+        cols = (left[:, None] + offsets)[:, None, :]  # (B, 1, crop)
+        index = torch.arange(batch, device=line.device).view(batch, 1, 1)
+        # one gather per tensor, no per-sample loop: (B, H, W, C)[b, rows[b], cols[b]] -> (B, crop, crop, C)
+        line = line.permute(0, 2, 3, 1)[index, rows, cols].permute(0, 3, 1, 2).contiguous()
+        color = color.permute(0, 2, 3, 1)[index, rows, cols].permute(0, 3, 1, 2).contiguous()
     if hflip:
         flip = (torch.rand(batch) < 0.5).to(line.device).view(batch, 1, 1, 1)
         line = torch.where(flip, line.flip(-1), line)
