@@ -11,8 +11,10 @@ numbers twice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +51,24 @@ class Accumulator:
         return total / count if count else float("nan")
 
 
+@contextlib.contextmanager
+def deterministic_kernels():
+    """Deterministic GPU kernels while evaluating: the palette histogram's scatter_add_ uses
+    atomics on CUDA, which made two evaluations of one model differ in the 7th digit."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
+
+
 @torch.no_grad()
+@deterministic_kernels()
 def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str = "color", batch_size: int = 16,
              max_items: int = 0, seed: int = 0, worst: int = 8, gallery: Path | None = None,
              extra: ExtraMetrics | None = None) -> dict:
