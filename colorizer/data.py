@@ -81,6 +81,25 @@ def decode(path: Path, mode: str, size: tuple) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (MemAvailable on Linux), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cache_fits(pairs: int, size: tuple, copies: int = 1) -> bool:
+    """Whether ``pairs`` decoded uint8 pairs (1 + 3 channels at ``size``) take at most half the
+    available memory, ``copies`` times over (one cache per DataLoader worker); True if unknown."""
+    available = available_memory()
+    return available is None or pairs * 4 * size[0] * size[1] * copies <= available // 2
+
+
 class PairDataset(Dataset):
     """One split of a prepared folder.
 
@@ -88,15 +107,17 @@ class PairDataset(Dataset):
     ``index``, the item actually returned. Images are resized to ``size`` = (H, W) when they differ.
     With ``train`` the same random crop (``crop`` > 0: crop x crop) and the same random horizontal
     flip (``hflip``) are applied to both, drawn from the global torch RNG (which the DataLoader seeds
-    per worker). ``cache`` keeps decoded uint8 images in memory (one copy per worker process), keyed
-    by file so a colour image shared by several line styles is decoded once.
+    per worker). ``cache`` keeps decoded uint8 images in memory (one copy per worker process:
+    ``cache_copies`` says how many), keyed by file so a colour image shared by several line styles
+    is decoded once; it is turned off, with a warning, when the copies would not fit in half the
+    available memory.
 
     A file that fails to decode is not fatal: a warning names it, the next item is returned instead,
     and the file is added to ``failures`` (in the process that read it).
     """
 
     def __init__(self, root, split: str, size=(256, 256), train: bool = False, crop: int = 0, hflip: bool = True,
-                 cache: bool = True, max_items: int = 0):
+                 cache: bool = True, max_items: int = 0, cache_copies: int = 1):
         self.root, self.split = Path(root), split
         self.size = (int(size[0]), int(size[1]))
         self.train, self.crop, self.hflip, self.cache = train, int(crop), hflip, cache
@@ -112,6 +133,11 @@ class PairDataset(Dataset):
                                             f"{self.root / 'manifest.jsonl'}) is missing: re-run data_prep")
         self.failures: list = []
         self._cache: dict = {}
+        if self.cache and not cache_fits(len(self.records), self.size, cache_copies):
+            self.cache = False
+            log.warning("not caching the %s split of %s in memory: %d pairs at %dx%d would take more than half "
+                        "of the available memory (set data.cache=false to silence this)", split, self.root,
+                        len(self.records), *self.size)
 
     def __len__(self) -> int:
         return len(self.records)

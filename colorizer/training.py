@@ -108,7 +108,8 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
 
 def make_train_stream(cfg, root: Path, dist, batch_size: int) -> BatchStream:
     # Augmentation (crop, flip) happens batched on the device, not in the dataset.
-    dataset = PairDataset(root, "train", size=config_lib.image_size(cfg.data), train=False, cache=cfg.data.cache, max_items=cfg.data.max_items)
+    dataset = PairDataset(root, "train", size=config_lib.image_size(cfg.data), train=False, cache=cfg.data.cache,
+                          max_items=cfg.data.max_items, cache_copies=max(1, cfg.data.num_workers))
     if cfg.train.overfit_batches:
         dataset = Subset(dataset, range(min(len(dataset), cfg.train.overfit_batches * batch_size)))
     if len(dataset) < batch_size * dist.world_size:

@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from colorizer.config import DataConfig
+from colorizer import data as data_module
 from colorizer.data import PairDataset, build_loader, ensure_dataset, mean_color
 
 MARK = (8, 4)  # (row, column) of the asymmetric mark, in pixels of the 32 x 48 stored images
@@ -100,6 +101,18 @@ def test_cache_decodes_each_file_once(tmp_path):
     (root / "color" / "p2.png").write_bytes(b"gone")
     again = dataset[2]  # served from memory: the files are no longer readable
     assert again["index"] == 2 and torch.equal(first["color"], again["color"]) and not dataset.failures
+
+
+def test_cache_is_turned_off_with_a_warning_when_it_would_not_fit(tmp_path, monkeypatch, caplog):
+    root = make_dataset(tmp_path / "d")
+    ten_pairs = 10 * 4 * 32 * 48  # bytes of the decoded train split: 1 + 3 uint8 channels per pair
+    monkeypatch.setattr(data_module, "available_memory", lambda: 2 * ten_pairs * 4)  # half fits 4 copies
+    assert PairDataset(root, "train", size=(32, 48), cache=True, cache_copies=4).cache
+    with caplog.at_level(logging.WARNING, logger="colorizer.data"):
+        dataset = PairDataset(root, "train", size=(32, 48), cache=True, cache_copies=5)
+    assert not dataset.cache and "not caching the train split" in caplog.text
+    dataset[0]
+    assert not dataset._cache
 
 
 def test_an_unreadable_file_is_skipped_with_a_warning(tmp_path, caplog):
