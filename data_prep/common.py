@@ -136,6 +136,20 @@ def skip(report: dict, reason: str, name: str) -> None:
     report["skipped"].setdefault(reason, []).append(name)
 
 
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def image_files(files: list, src: Path, report: dict) -> list:
+    """The ``files`` with an image extension; every other file is recorded in ``report`` as skipped."""
+    images = []
+    for p in files:
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(p)
+        else:
+            skip(report, "not an image file extension", rel_name(p, src))
+    return images
+
+
 def write_outputs(out: Path, records: list, report: dict, seed: int = 0) -> dict:
     """Manifest, report (with counts) and preview; returns the report."""
     records = sorted(records, key=lambda r: r["id"])

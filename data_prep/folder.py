@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .common import finish, list_files, new_report, open_image, pair_id, prepare_out, rel_name, skip, split_for, square
+from .common import (finish, image_files, list_files, new_report, open_image, pair_id, prepare_out, rel_name, skip,
+                     split_for, square)
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 GREYSCALE = "essentially greyscale (mean chroma below --min-chroma)"
 EMPTY_LINES = "no line art found (smooth image: XDoG drew almost nothing)"
 MIN_LINE_FRACTION = 0.002  # dark (< 128) pixels a line image needs: below this it teaches nothing
@@ -104,12 +104,7 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, styles: 
     out = prepare_out(out, overwrite)
     report = new_report(str(src), size, len(files), styles=[x.describe() for x in styles],
                         min_size=min_size, min_chroma=min_chroma, near_distance=near_distance)
-    candidates = []
-    for p in files:
-        if p.suffix.lower() in EXTENSIONS:
-            candidates.append(p)
-        else:
-            skip(report, "not an image file extension", rel_name(p, src))
+    candidates = image_files(files, src, report)
     records = []
     with Pool(max(1, workers)) as pool:
         work = partial(inspect, root=src, min_size=min_size, min_chroma=min_chroma)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import finish, list_files, new_report, open_image, pair_id, prepare_out, rel_name, skip, split_for, square
-from .folder import EXTENSIONS
+from .common import (finish, image_files, list_files, new_report, open_image, pair_id, prepare_out, rel_name, skip,
+                     split_for, square)
 
 LAYOUTS = ("color-left", "color-right")
 
@@ -48,12 +48,7 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, layout: 
     files = list_files(src)
     out = prepare_out(out, overwrite)
     report = new_report(str(src), size, len(files), layout=layout, min_size=min_size)
-    images = []
-    for p in files:
-        if p.suffix.lower() in EXTENSIONS:
-            images.append(p)
-        else:
-            skip(report, "not an image file extension", rel_name(p, src))
+    images = image_files(files, src, report)
     records = []
     with Pool(max(1, workers)) as pool:
         work = partial(convert_one, root=src, out=out, size=size, layout=layout, min_size=min_size)
