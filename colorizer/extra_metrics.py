@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .losses import read_state_dict
+
 # torchvision's IMAGENET1K_V1 file names, in the order "auto" tries them: AlexNet is the LPIPS
 # authors' recommended forward metric; VGG16 is the file the perceptual loss already uses.
 LPIPS_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -50,16 +52,6 @@ def _resolve(weights: str, names, flag: str) -> tuple:
                   f"pass {flag} PATH)")
 
 
-def _read_state(path: Path, what: str) -> dict:
-    try:  # weights_only: a weights file must never run pickled code
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable {what} state dict: {str(err).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a {what} state dict")
-    return state
-
-
 def _build_lpips(path: Path) -> tuple:
     """(LPIPS module, net name) with the backbone weights of ``path`` (torchvision AlexNet or VGG16)."""
     import torchvision
@@ -68,7 +60,7 @@ def _build_lpips(path: Path) -> tuple:
     # backbone offline (linear heads still load from the package) and gets the real one below.
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-    state = _read_state(path, "torchvision AlexNet or VGG16")
+    state = read_state_dict(path, "torchvision AlexNet or VGG16")
     net = "vgg" if "features.28.weight" in state else "alex"
     backbone = torchvision.models.vgg16(weights=None) if net == "vgg" else torchvision.models.alexnet(weights=None)
     try:  # strict: the whole torchvision model must match, not just some layers
@@ -85,7 +77,7 @@ def _build_lpips(path: Path) -> tuple:
 def _build_fid(path: Path):
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    _read_state(path, "FID Inception")  # torch-fidelity loads with weights_only=False: vet the file first
+    read_state_dict(path, "FID Inception")  # torch-fidelity loads with weights_only=False: vet the file first
     try:
         return FrechetInceptionDistance(feature=FID_FEATURES, feature_extractor_weights_path=str(path))
     except RuntimeError as err:

@@ -122,13 +122,15 @@ def _cache_file(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILES[net]
 
 
-def _read_state(path: Path, net: str) -> dict:
+def read_state_dict(path: Path, what: str) -> dict:
+    """A weights file's state dict, loaded weights-only (a weights file must never run pickled
+    code); ValueError naming ``path`` and ``what`` it should hold when it is not one."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable torchvision {net} state dict: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"{path} is not a readable {what} state dict: {str(err).splitlines()[0]}") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a torchvision {net} state dict")
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a {what} state dict")
     return state
 
 
@@ -142,10 +144,10 @@ def _load_vgg_state(cfg) -> tuple:
         path = Path(cfg.perceptual_weights_path).expanduser()
         if not path.is_file():
             raise PerceptualWeightsMissing(f"loss.perceptual_weights_path={path} does not exist")
-        return _read_state(path, net), str(path)
+        return read_state_dict(path, f"torchvision {net}"), str(path)
     cached = _cache_file(net)
     if cached.is_file():
-        return _read_state(cached, net), str(cached)
+        return read_state_dict(cached, f"torchvision {net}"), str(cached)
     weights = {"vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
                "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1}[net]
     previous = socket.getdefaulttimeout()
