@@ -11,14 +11,17 @@ current directory: run it from the repository root. Training code is never impor
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import gradio as gr
-from gradio import processing_utils
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -141,6 +144,38 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
         raise bad_input(str(err)) from None
 
 
+def cache_png(image: Image.Image, cache_dir: str) -> str:
+    """Save a result as PNG in Gradio's cache, named by its content and written once, atomically.
+
+    Gradio's own ``save_pil_to_cache`` rewrites an existing file in place when two results are
+    identical, so a client still downloading the first copy can get a truncated body (the load test
+    in tools/load_test.py found it with concurrent identical requests).
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="png")
+    data = buffer.getvalue()
+    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
+    path = folder / "colorized.png"
+    try:
+        # Written already: only touch its ctime (by which the cache cleaner ages files), so a result
+        # handed out again is not deleted on the schedule of its first use; its bytes stay as they are.
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return str(path)
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".colorized.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
 def model_facts(colorizer: Colorizer, examples_shown: bool = False) -> str:
     """Markdown: the model's one-line facts, and the OpenMoji credit its CC BY-SA licence asks for
     wherever its drawings (as training data or as the examples) are used."""
@@ -153,13 +188,15 @@ def model_facts(colorizer: Colorizer, examples_shown: bool = False) -> str:
 
 
 def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size: int = 16,
-               concurrency: int = 1) -> gr.Blocks:
+               concurrency: int = 1, keep_files_s: int = 24 * 3600) -> gr.Blocks:
     """The app: editor (line art + a 'hints' layer), palette, mode, Colorize; endpoints /colorize
-    (editor value) and /colorize_file (image file paths), both on a bounded queue."""
+    (editor value) and /colorize_file (image file paths), both on a bounded queue. Uploads and
+    results older than ``keep_files_s`` are deleted (checked hourly), so a long-running demo's disk
+    use stays bounded too."""
 
-    def colorize(editor: dict, mode: str, palette: str) -> Image.Image:
+    def colorize(editor: dict, mode: str, palette: str) -> str:
         line_art, hints = editor_images(editor)
-        return run_colorizer(colorizer, line_art, hints, palette, mode)
+        return cache_png(run_colorizer(colorizer, line_art, hints, palette, mode), demo.GRADIO_CACHE)
 
     def colorize_file(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
                       mode: str = "") -> gr.FileData:
@@ -172,9 +209,7 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         if not mode:
             mode = "painted hints" if hint_image is not None else "palette" if (palette or "").strip() else "automatic"
         result = run_colorizer(colorizer, image, hint_image, palette, mode)
-        # Into Gradio's cache, as gr.Image does with its outputs: served from there and cleaned with it.
-        path = processing_utils.save_pil_to_cache(result, cache_dir=demo.GRADIO_CACHE, name="colorized", format="png")
-        return gr.FileData(path=path, orig_name="colorized.png")
+        return gr.FileData(path=cache_png(result, demo.GRADIO_CACHE), orig_name="colorized.png")
 
     def add_color(palette: str, color: str) -> str:
         try:
@@ -184,7 +219,7 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         colors = [c for c in (palette or "").replace(",", " ").split() if c]
         return ", ".join(colors + [f"#{red:02x}{green:02x}{blue:02x}"])
 
-    with gr.Blocks(title="colorizer") as demo:
+    with gr.Blocks(title="colorizer", delete_cache=(min(3600, keep_files_s), keep_files_s)) as demo:
         gr.Markdown("# Line-art colorizer\nUpload line art, choose a mode, press **Colorize**. "
                     "For painted hints, paint a few strokes on the *hints* layer where a colour should go.")
         gr.Markdown(model_facts(colorizer, examples_shown=bool(examples)))
@@ -229,10 +264,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted image, in pixels")
     parser.add_argument("--queue-size", type=int, default=16, help="requests waiting at most; more are refused")
     parser.add_argument("--concurrency", type=int, default=1, help="requests processed at the same time")
+    parser.add_argument("--keep-files-hours", type=float, default=24.0,
+                        help="uploads and results are deleted after this long (checked hourly)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     args = parser.parse_args(argv)
     if args.auth and ":" not in args.auth:
         parser.error("--auth must look like USER:PASS")
+    if args.queue_size < 1 or args.concurrency < 1 or args.keep_files_hours <= 0:
+        parser.error("--queue-size and --concurrency must be >= 1 and --keep-files-hours > 0")
     return args
 
 
@@ -250,7 +289,8 @@ def main(argv=None) -> int:
         print(f"serve.py: {err}", file=sys.stderr)
         return 2
     log.info("loaded %s from %s", colorizer.info(), path)
-    demo = build_demo(colorizer, find_examples(), queue_size=args.queue_size, concurrency=args.concurrency)
+    demo = build_demo(colorizer, find_examples(), queue_size=args.queue_size, concurrency=args.concurrency,
+                      keep_files_s=max(1, round(args.keep_files_hours * 3600)))
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True)
     return 0

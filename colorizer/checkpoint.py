@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
 EXPORT_FORMAT = "colorizer-export/1"
 
@@ -37,10 +38,80 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable: without this a power cut can lose it even though the data was synced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _KeepWriteError:
+    """A file wrapper that keeps the OSError of a failed write: torch.save reports a full disk as an
+    opaque RuntimeError ("unexpected pos ..."), which would hide the errno and the reason."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data):
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        self.file.flush()
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    """Atomic ``torch.save``; a failed write (disk full, quota) raises the OSError, the old file stays."""
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            writer = _KeepWriteError(f)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
+
+    atomic_write(Path(path), write)
+
+
+def step_checkpoint(folder: Path, step: int) -> Path:
+    """The rotated copy of the checkpoint at ``step``: ``folder/step_0000200.pt``."""
+    return Path(folder) / f"step_{step:07d}.pt"
+
+
+def step_checkpoints(folder: Path) -> list:
+    """``step_NNNNNNN.pt`` files in ``folder``, oldest step first."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("step_*.pt")
+             if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_step_checkpoints(folder: Path, keep: int) -> None:
+    for path in step_checkpoints(folder)[: -keep or None]:
+        path.unlink(missing_ok=True)
+
+
+def remove_unfinished_writes(folder: Path) -> list:
+    """Delete the temporary files of writes that a kill interrupted (``atomic_write``'s names); returns them."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -51,7 +122,17 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickled code, wrong format: all unusable
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {str(err).splitlines()[0]}") from None
+        # torch's own message opens by suggesting weights_only=False: the one thing not to do with such a file.
+        text = str(err)
+        code = re.search(r"GLOBAL ([\w.]+)", text)
+        if code:
+            raise CheckpointError(
+                f"checkpoint {path} is refused: it holds a pickled reference to {code.group(1).rstrip('.')}, and "
+                f"unpickling it could run code. A colorizer checkpoint holds only tensors, numbers, strings, lists "
+                f"and dicts; load nothing else from an untrusted source.") from None
+        unpickler = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(\n\n|$)", text)
+        detail = unpickler.group(1) if unpickler else (text.strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"checkpoint {path} cannot be loaded (truncated or corrupt?): {detail[:300]}") from None
     if not isinstance(state, dict) or "config" not in state or "step" not in state:
         raise CheckpointError(f"{path} is not a colorizer training checkpoint (no config/step)")
     return state
@@ -98,6 +179,7 @@ def export_generator(out_dir: Path, generator_state: dict, config: dict, step: i
         "run_name": run_name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write(out_dir / "generator.safetensors", lambda tmp: save_file(tensors, tmp))
+    # Serialised in memory and written by Python: a full disk is an OSError, not a SafetensorError.
+    atomic_write(out_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save_safetensors(tensors)))
     atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return out_dir

@@ -25,6 +25,7 @@ class DataConfig:
     cache: bool = True  # keep decoded uint8 images in memory so the GPU is never starved
     num_workers: int = 2  # DataLoader worker processes (0 = load in the main process)
     max_items: int = 0  # use only the first N pairs of each split (0 = all), for smoke runs
+    max_bad_fraction: float = 0.01  # unreadable train pairs (skipped) tolerated before the run stops
 
 
 @dataclass
@@ -117,6 +118,7 @@ class TrainConfig:
     val_every: int = 2000  # steps between validations
     val_items: int = 256  # val pairs used per validation (0 = the whole split)
     ckpt_every: int = 1000  # steps between checkpoints (latest.pt)
+    keep_checkpoints: int = 3  # step_NNNNNNN.pt copies kept beside latest.pt, fallbacks if it is damaged (0 = none)
     best_metric: str = "val/none/psnr_color"  # metric that decides best.pt
     best_mode: str = "max"  # max | min
     resume: str = ""  # "" (fresh) | auto (latest in the run folder) | path to a checkpoint
@@ -242,6 +244,10 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"data.crop={cfg.data.crop} is larger than the image ({image_size(cfg.data)})")
     if cfg.train.steps < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.steps and train.batch_size must be >= 1")
+    if cfg.train.keep_checkpoints < 0:
+        raise ConfigError("train.keep_checkpoints must be >= 0")
+    if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
+        raise ConfigError("data.max_bad_fraction must be in [0, 1]")
 
 
 def image_size(data: DataConfig) -> tuple:

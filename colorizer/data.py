@@ -103,8 +103,10 @@ def cache_fits(pairs: int, size: tuple, copies: int = 1) -> bool:
 class PairDataset(Dataset):
     """One split of a prepared folder.
 
-    Items: ``line`` (1, H, W) and ``color`` (3, H, W) float32 in [-1, 1] (paper white = 1) and
-    ``index``, the item actually returned. Images are resized to ``size`` = (H, W) when they differ.
+    Items: ``line`` (1, H, W) and ``color`` (3, H, W) float32 in [-1, 1] (paper white = 1),
+    ``index``, the item actually returned, and ``skipped``, the unreadable pairs passed over to
+    return it ("line / color" paths, one per line; "" when none). Images are resized to ``size``
+    = (H, W) when they differ.
     With ``train`` the same random crop (``crop`` > 0: crop x crop) and the same random horizontal
     flip (``hflip``) are applied to both, drawn from the global torch RNG (which the DataLoader seeds
     per worker). ``cache`` keeps decoded uint8 images in memory (one copy per worker process:
@@ -113,7 +115,8 @@ class PairDataset(Dataset):
     available memory.
 
     A file that fails to decode is not fatal: a warning names it, the next item is returned instead,
-    and the file is added to ``failures`` (in the process that read it).
+    and the file is added to ``failures`` (in the process that read it; the ``skipped`` field carries
+    it to the process that iterates the DataLoader).
     """
 
     def __init__(self, root, split: str, size=(256, 256), train: bool = False, crop: int = 0, hflip: bool = True,
@@ -156,6 +159,7 @@ class PairDataset(Dataset):
         return self._load(record["line"], "L"), self._load(record["color"], "RGB")
 
     def __getitem__(self, index: int) -> dict:
+        skipped = []
         for attempt in range(len(self.records)):
             i = (index + attempt) % len(self.records)
             record = self.records[i]
@@ -163,7 +167,7 @@ class PairDataset(Dataset):
                 line, color = self.load_uint8(i)
                 break
             except (OSError, ValueError, SyntaxError) as err:
-                self._record_failure(record, err)
+                skipped.append(self._record_failure(record, err))
         else:
             raise RuntimeError(f"no readable pair in the {self.split} split of {self.root}: {self.failures[:5]}")
         line = torch.from_numpy(line).float() / 127.5 - 1  # (1, H, W) in [-1, 1]
@@ -176,14 +180,16 @@ class PairDataset(Dataset):
                 color = color[:, top : top + self.crop, left : left + self.crop]  # (3, crop, crop)
             if self.hflip and bool(torch.rand(()) < 0.5):
                 line, color = line.flip(-1), color.flip(-1)
-        return {"line": line.contiguous(), "color": color.contiguous(), "index": i}
+        # A string survives default_collate (a list of them per batch) and the trip back from a worker.
+        return {"line": line.contiguous(), "color": color.contiguous(), "index": i, "skipped": "\n".join(skipped)}
 
-    def _record_failure(self, record: dict, err: Exception) -> None:
+    def _record_failure(self, record: dict, err: Exception) -> str:
         names = [str(self.root / record[key]) for key in ("line", "color")]
         name = " / ".join(names)
         if name not in self.failures:
             self.failures.append(name)
             log.warning("skipping unreadable pair %s (%s): %s: %s", record["id"], name, type(err).__name__, err)
+        return name
 
 
 def build_loader(cfg, split: str, batch_size: int, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1,

@@ -18,7 +18,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import config as config_lib
-from .checkpoint import CheckpointError, atomic_write, export_generator, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CheckpointError, atomic_write, export_generator, load_checkpoint, prune_step_checkpoints,
+                         remove_unfinished_writes, rng_state, save_checkpoint, set_rng_state, step_checkpoint,
+                         step_checkpoints)
 from .data import PairDataset, ensure_dataset
 from .hints import MODES, HintSampler, clean_hints, color_region, curriculum_probs
 from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, gradient_penalty, recon_loss
@@ -50,12 +52,14 @@ def run_name(cfg, perceptual_on: bool) -> str:
 
 
 def resolve_run_dir(cfg, name: str) -> Path:
-    """Fresh runs never overwrite: name, name-2, ... ; resume=auto takes the newest of those."""
+    """Fresh runs never overwrite: name, name-2, ... ; resume=auto takes the newest of those (one killed
+    before its first checkpoint too, so a kill-and-resume loop stays in one folder)."""
     parent = Path(cfg.train.out_dir)
     candidates = [parent / name] + sorted(parent.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
     existing = [p for p in candidates if (p / "checkpoints").is_dir()]
-    if cfg.train.resume == "auto" and existing:
-        return max(existing, key=lambda p: p.stat().st_mtime)
+    started = existing or [p for p in candidates if p.is_dir()]
+    if cfg.train.resume == "auto" and started:
+        return max(started, key=lambda p: p.stat().st_mtime)
     if not existing and not (parent / name).exists():
         return parent / name
     k = 2
@@ -64,13 +68,36 @@ def resolve_run_dir(cfg, name: str) -> Path:
     return parent / f"{name}-{k}"
 
 
-def find_resume_checkpoint(cfg, run_dir: Path) -> Path | None:
+def load_resume_checkpoint(cfg, run_dir: Path, announce: bool) -> tuple:
+    """(path, state) to resume from, or (None, None) for a fresh start.
+
+    A path in train.resume must load. resume=auto takes the newest checkpoint of the run folder that
+    loads: latest.pt, then the step_NNNNNNN.pt copies newest first, then best.pt, saying which it
+    skipped and why. If there are checkpoints and none loads, that is an error, not a fresh start.
+    """
     if not cfg.train.resume:
-        return None
+        return None, None
     if cfg.train.resume != "auto":
-        return Path(cfg.train.resume)
-    latest = run_dir / "checkpoints" / "latest.pt"
-    return latest if latest.is_file() else None
+        path = Path(cfg.train.resume)
+        return path, load_checkpoint(path)
+    ckpt_dir = run_dir / "checkpoints"
+    candidates = [ckpt_dir / "latest.pt", *reversed(step_checkpoints(ckpt_dir)), ckpt_dir / "best.pt"]
+    problems = []
+    for path in (p for p in candidates if p.is_file()):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as err:
+            problems.append(str(err))
+            if announce:
+                print(f"train.resume=auto: skipping {path.name}: {err}")
+            continue
+        if problems and announce:
+            print(f"train.resume=auto: falling back to {path} (step {state['step']})")
+        return path, state
+    if problems:
+        raise CheckpointError(f"no checkpoint under {ckpt_dir} loads:\n  " + "\n  ".join(problems)
+                              + "\nStart a fresh run (without --train.resume) or pass a good checkpoint path.")
+    return None, None
 
 
 def lr_lambda(cfg):
@@ -219,21 +246,29 @@ def train(cfg) -> dict:
     config_dict = config_lib.to_dict(cfg)
     config_dict["perceptual_status"] = perceptual.status  # so no result is credited to a loss that did not run
 
-    step, best, metrics, wandb_id = 0, None, {}, None
+    step, best, metrics, wandb_id, unreadable = 0, None, {}, None, set()
     stream = make_train_stream(cfg, root, dist, cfg.train.batch_size)
-    resume_path = find_resume_checkpoint(cfg, run_dir)
+    if dist.is_main:
+        for folder in (ckpt_dir, run_dir / "export"):
+            for stale in remove_unfinished_writes(folder):
+                print(f"removed {stale}, the temporary file of a write that was interrupted")
+    resume_path, state = load_resume_checkpoint(cfg, run_dir, announce=dist.is_main)
     if resume_path is not None:
-        state = load_checkpoint(resume_path)
         check_compatible(state["config"], config_dict, resume_path)
-        g_raw.load_state_dict(state["generator"])
-        d_raw.load_state_dict(state["discriminator"])
-        ema.load_state_dict(state["generator_ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        scaler.load_state_dict(state["scaler"])
+        try:
+            g_raw.load_state_dict(state["generator"])
+            d_raw.load_state_dict(state["discriminator"])
+            ema.load_state_dict(state["generator_ema"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            sched_g.load_state_dict(state["sched_g"])
+            sched_d.load_state_dict(state["sched_d"])
+            scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{resume_path} does not fit this run's models or optimisers: "
+                                  f"{' '.join(str(err).split())[:500]}") from None
         step, best, metrics, wandb_id = state["step"], state.get("best"), state.get("metrics", {}), state.get("wandb_id")
+        unreadable = set(state.get("unreadable", []))
         stream.restore(state["data_position"])
         rank_rng = state["rng"][dist.rank] if dist.rank < len(state["rng"]) else None
         if rank_rng is not None:
@@ -275,16 +310,39 @@ def train(cfg) -> dict:
             "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(), "scaler": scaler.state_dict(),
             "step": step, "curriculum_progress": step / cfg.train.steps, "data_position": stream.position(),
             "rng": rngs, "config": config_dict, "wandb_id": monitor.run_id, "metrics": metrics, "best": best,
-            "perceptual_status": perceptual.status,
+            "perceptual_status": perceptual.status, "unreadable": sorted(unreadable),
         }
 
-    def save(final: bool = False) -> None:
+    last_saved = {"path": resume_path, "step": step}
+
+    def save(improved: bool = False) -> None:
+        """latest.pt, its step_NNNNNNN.pt copy (the last train.keep_checkpoints kept), best.pt if
+        ``improved``, and the export. A failed write stops the run: going on without checkpoints
+        would risk all the steps since the last one."""
         state = checkpoint_state()  # collective under DDP: every rank takes part
         if not dist.is_main:
             return
-        save_checkpoint(ckpt_dir / "latest.pt", state)
-        export_generator(run_dir / "export", ema.module.state_dict(), config_dict, step, metrics,
-                         perceptual.status, run_dir.name)
+        latest = target = ckpt_dir / "latest.pt"  # target: the file being written, for the error message
+        try:
+            save_checkpoint(latest, state)
+            last_saved.update(path=latest, step=step)
+            if cfg.train.keep_checkpoints:
+                target = step_checkpoint(ckpt_dir, step)
+                atomic_write(target, lambda tmp: shutil.copyfile(latest, tmp))
+                prune_step_checkpoints(ckpt_dir, cfg.train.keep_checkpoints)
+            if improved:
+                target = ckpt_dir / "best.pt"
+                atomic_write(target, lambda tmp: shutil.copyfile(latest, tmp))
+            target = run_dir / "export"
+            export_generator(target, ema.module.state_dict(), config_dict, step, metrics, perceptual.status,
+                             run_dir.name)
+        except OSError as err:
+            kept = (f"the last complete checkpoint, {last_saved['path']} (step {last_saved['step']}), is intact"
+                    if last_saved["path"] else "no checkpoint had been written yet")
+            raise TrainingError(
+                f"could not write {target} at step {step}: {err.strerror or err} (errno {err.errno}); {kept}. "
+                f"Training stopped rather than running on without checkpoints: free disk space (or fix the "
+                f"folder's permissions), then resume with --train.resume=auto.") from err
 
     # ---- the loop -------------------------------------------------------------------------
     bar = tqdm(total=cfg.train.steps, initial=step, disable=not (dist.is_main and cfg.log.progress),
@@ -298,6 +356,11 @@ def train(cfg) -> dict:
                 save()
                 break
             batch = next(stream)
+            new_unreadable = {name for text in batch["skipped"] for name in text.splitlines()} - unreadable
+            if new_unreadable:
+                unreadable |= new_unreadable
+                check_unreadable(unreadable, new_unreadable, len(stream.loader.dataset), cfg.data.max_bad_fraction,
+                                 step, monitor if dist.is_main else None)
             line = batch["line"].to(device, non_blocking=True)  # (B, 1, H, W) in [-1, 1]
             color = batch["color"].to(device, non_blocking=True)  # (B, 3, H, W) in [-1, 1]
             line, color = augment(line, color, cfg.data.crop, cfg.data.hflip)
@@ -420,16 +483,15 @@ def train(cfg) -> dict:
                     holder = [best, metrics, improved]
                     torch_dist.broadcast_object_list(holder, src=0)
                     best, metrics, improved = holder
-                save()
-                if improved and dist.is_main:
-                    atomic_write(ckpt_dir / "best.pt", lambda tmp: shutil.copyfile(ckpt_dir / "latest.pt", tmp))
+                save(improved)
             elif step % cfg.train.ckpt_every == 0:
                 save()
         if stop["signal"] and step < cfg.train.steps:
             save()
             if dist.is_main:
-                print(f"\n{stop['signal']}: saved {ckpt_dir / 'latest.pt'} at step {step}. Resume with:\n"
-                      f"  python train.py ... --train.resume=auto   (or --train.resume={ckpt_dir / 'latest.pt'})")
+                print(f"\n{stop['signal']}: saved {ckpt_dir / 'latest.pt'} at step {step} of {cfg.train.steps}. "
+                      f"Resume with:\n  python train.py ... --train.resume=auto   "
+                      f"(or --train.resume={ckpt_dir / 'latest.pt'})", flush=True)
     finally:
         bar.close()
         for s, h in previous_handlers.items():
@@ -437,7 +499,7 @@ def train(cfg) -> dict:
 
     summary = {"run_dir": str(run_dir), "step": step, "metrics": metrics, "best": best,
                "perceptual_status": perceptual.status, "wall_s": time.time() - started,
-               "stopped_by": stop["signal"], "history": history}
+               "stopped_by": stop["signal"], "unreadable": sorted(unreadable), "history": history}
     if dist.enabled:
         summary["ddp_max_weight_diff"] = ddp_weight_spread(g_raw, dist)
     if dist.is_main:
@@ -447,16 +509,43 @@ def train(cfg) -> dict:
     return summary
 
 
+def check_unreadable(unreadable: set, new: set, total: int, max_fraction: float, step: int, monitor) -> None:
+    """Report newly skipped training pairs; stop once more than ``max_fraction`` of the split is unreadable."""
+    if monitor is not None:
+        for name in sorted(new):
+            tqdm.write(f"step {step}: skipped unreadable training pair {name} "
+                       f"({len(unreadable)} of {total} so far; data.max_bad_fraction={max_fraction:g})")
+        monitor.log({"data/unreadable_pairs": len(unreadable)}, step)
+    if len(unreadable) > max_fraction * total:
+        raise TrainingError(
+            f"{len(unreadable)} of the {total} training pairs are unreadable, more than data.max_bad_fraction="
+            f"{max_fraction:g} allows; stopped at step {step}. Re-run data_prep or replace these files:\n  "
+            + "\n  ".join(sorted(unreadable)))
+
+
 def check_compatible(saved: dict, current: dict, path: Path) -> None:
     """Refuse a checkpoint whose network shapes or data differ from this run's config."""
     keys = ["model", "data.size", "data.width", "data.crop", "data.root"]
     differing = []
-    for key in keys:
-        a, b = OmegaConf.select(OmegaConf.create(saved), key), OmegaConf.select(OmegaConf.create(current), key)
-        if a != b:
+
+    def compare(key, a, b):  # down to the leaves, so the message names model.base_channels, not "model"
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                compare(f"{key}.{sub}", a.get(sub), b.get(sub))
+        elif a != b:
             differing.append(f"{key}: checkpoint {a} vs now {b}")
+
+    def lookup(config, key):
+        for part in key.split("."):
+            config = config.get(part) if isinstance(config, dict) else None
+        return config
+
+    for key in keys:
+        compare(key, lookup(saved, key), lookup(current, key))
     if differing:
-        raise CheckpointError(f"{path} comes from an incompatible configuration:\n  " + "\n  ".join(differing))
+        raise CheckpointError(f"{path} comes from an incompatible configuration:\n  " + "\n  ".join(differing)
+                              + "\nResume with the settings it was trained with (config.yaml beside its checkpoints), "
+                              "or start a fresh run without --train.resume.")
 
 
 def ddp_weight_spread(model: nn.Module, dist) -> float:

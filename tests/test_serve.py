@@ -193,6 +193,19 @@ def test_missing_checkpoint_argument_is_an_error(tmp_path, capsys):
     assert "no model at" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", [["--queue-size", "0"], ["--concurrency", "0"], ["--keep-files-hours", "0"]])
+def test_bad_server_limits_are_refused(bad, capsys):
+    with pytest.raises(SystemExit):
+        serve.parse_args(bad)
+    assert "--queue-size and --concurrency must be >= 1" in capsys.readouterr().err
+
+
+def test_old_uploads_and_results_are_cleaned_on_a_schedule(tmp_path):
+    colorizer = Colorizer.load(write_export(tmp_path / "export"), max_pixels=MAX_PIXELS)
+    assert serve.build_demo(colorizer).delete_cache == (3600, 24 * 3600)  # hourly, older than a day
+    assert serve.build_demo(colorizer, keep_files_s=600).delete_cache == (600, 600)
+
+
 def test_find_checkpoint_prefers_the_newest_export(tmp_path):
     assert serve.find_checkpoint(tmp_path) is None
     demo = write_export(tmp_path / "models" / "demo")

@@ -85,7 +85,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(openmoji_small, tmp_path
     before = torch.load(latest, weights_only=True)["step"]
 
     def dying_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"PK\x03\x04 half a zip")  # what a crash mid-write leaves behind
+        f.write(b"PK\x03\x04 half a zip")  # what a crash mid-write leaves behind
         raise OSError("No space left on device (simulated)")
 
     monkeypatch.setattr(checkpoint_lib.torch, "save", dying_save)

@@ -1,0 +1,43 @@
+"""The demo under load: tools/load_test.py at a reduced count against its own local server."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_load_test_reduced(tmp_path):
+    out = tmp_path / "load.json"
+    cmd = [sys.executable, str(ROOT / "tools" / "load_test.py"), "--requests", "20", "--clients", "4",
+           "--burst", "16", "--timeout", "60", "--max-seconds", "180", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["requests"] == 20 and result["failures"] == 0
+    assert result["good"] == result["good_images"] == 14  # every good input got an image of its size
+    assert result["bad"] == result["bad_refused"] == 6  # every bad one an error saying what is wrong
+    burst = result["burst"]  # 16 at once into a queue of 4 with 1 worker: some must be turned away
+    assert burst["rejected"] >= 1 and burst["images"] + burst["rejected"] == 16 and burst["answered_after"]
+    assert result["rss_growth_mib"] is None or result["rss_growth_mib"] < 100
+    for line in ("requests 20 from 4 clients", "latency p50", "failures 0"):
+        assert line in proc.stdout
+
+
+def test_identical_results_share_one_cache_file_written_once(tmp_path):
+    """Under load, identical results must not rewrite a file a client may be downloading."""
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT))
+    import serve
+
+    image = Image.new("RGB", (61, 100), (200, 30, 40))
+    first = Path(serve.cache_png(image, str(tmp_path)))
+    written = first.stat()
+    time.sleep(0.05)  # more than the kernel's timestamp granularity
+    second = Path(serve.cache_png(image.copy(), str(tmp_path)))
+    assert second == first and second.stat().st_ino == written.st_ino
+    assert second.stat().st_mtime_ns == written.st_mtime_ns  # not rewritten ...
+    assert second.stat().st_ctime_ns > written.st_ctime_ns  # ... but not aged out by the cache cleaner either
+    assert Image.open(second).size == (61, 100) and not list(tmp_path.rglob("*.tmp"))
