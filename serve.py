@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +24,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from colorizer.checkpoint import atomic_write
 from colorizer.inference import DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, parse_color
 
 log = logging.getLogger("colorizer.serve")
@@ -154,8 +154,7 @@ def cache_png(image: Image.Image, cache_dir: str) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="png")
     data = buffer.getvalue()
-    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
-    path = folder / "colorized.png"
+    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / "colorized.png"
     try:
         # Written already: only touch its ctime (by which the cache cleaner ages files), so a result
         # handed out again is not deleted on the schedule of its first use; its bytes stay as they are.
@@ -164,15 +163,7 @@ def cache_png(image: Image.Image, cache_dir: str) -> str:
         return str(path)
     except FileNotFoundError:
         pass
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".colorized.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), durable=False)
     return str(path)
 
 

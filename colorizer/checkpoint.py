@@ -24,21 +24,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or does not fit this run; the message says which and why."""
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename into place: a crash mid-write never leaves a broken file."""
+def atomic_write(path: Path, write, durable: bool = True) -> None:
+    """Call ``write(tmp_path)`` then rename into place: a crash mid-write never leaves a broken file,
+    and readers see the old file or the new one, never a part. ``durable`` also syncs the data and the
+    rename to disk (for checkpoints; a cache can skip it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
