@@ -24,12 +24,15 @@ import gradio as gr
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from colorizer.checkpoint import atomic_write
+from colorizer.checkpoint import EXPORT_CONFIG, EXPORT_DIR, atomic_write
+from colorizer.hints import HintMode
 from colorizer.inference import DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, parse_color
 
 log = logging.getLogger("colorizer.serve")
 
-MODES = ("automatic", "palette", "painted hints")
+# What the page and the API call each hint mode, in the order the page offers them.
+MODE_LABELS = {HintMode.NONE: "automatic", HintMode.PALETTE: "palette", HintMode.SPATIAL: "painted hints"}
+LABEL_MODES = {label: mode for mode, label in MODE_LABELS.items()}
 RUNS_DIR = Path("runs")
 DEMO_MODEL = Path("models/demo")  # the bundled model (experiments/demo.yaml, see experiments/RESULTS.md)
 EXAMPLES_ROOT = Path("data/openmoji256")
@@ -43,10 +46,10 @@ NO_MODEL_HELP = ("no trained model found: looked for runs/*/export/config.json a
 
 def find_checkpoint(root: Path = Path(".")) -> Optional[Path]:
     """The newest export under ``root/runs`` (by config.json mtime), else ``root/models/demo``, else None."""
-    exports = sorted((root / RUNS_DIR).glob("*/export/config.json"), key=lambda p: p.stat().st_mtime)
+    exports = sorted((root / RUNS_DIR).glob(f"*/{EXPORT_DIR}/{EXPORT_CONFIG}"), key=lambda p: p.stat().st_mtime)
     if exports:
         return exports[-1].parent
-    if (root / DEMO_MODEL / "config.json").is_file():
+    if (root / DEMO_MODEL / EXPORT_CONFIG).is_file():
         return root / DEMO_MODEL
     return None
 
@@ -129,17 +132,18 @@ def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image
         raise bad_input(f"the {what} is not a readable image ({Path(path).name}: {type(err).__name__})") from None
 
 
-def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, mode: str) -> Image.Image:
-    """Apply the chosen mode: automatic ignores hints and palette; each hinted mode needs its hint."""
-    if mode not in MODES:
-        raise bad_input(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    if mode == "palette" and not (palette or "").strip():
+def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str) -> Image.Image:
+    """Apply the mode labelled ``label``: automatic ignores hints and palette; each hinted mode needs its hint."""
+    if label not in LABEL_MODES:
+        raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
+    mode = LABEL_MODES[label]
+    if mode == HintMode.PALETTE and not (palette or "").strip():
         raise bad_input("palette mode needs at least one colour, e.g. '#e63946, #457b9d'")
-    if mode == "painted hints" and hints is None:
+    if mode == HintMode.SPATIAL and hints is None:
         raise bad_input("painted hints mode: paint some strokes on the 'hints' layer first")
     try:
-        return colorizer.colorize(line_art, hints=hints if mode == "painted hints" else None,
-                                  palette=palette if mode == "palette" else None)
+        return colorizer.colorize(line_art, hints=hints if mode == HintMode.SPATIAL else None,
+                                  palette=palette if mode == HintMode.PALETTE else None)
     except (ValueError, TypeError) as err:
         raise bad_input(str(err)) from None
 
@@ -198,7 +202,8 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         image = open_upload(line_art, "line art", demo.GRADIO_CACHE, colorizer.max_pixels)
         hint_image = open_upload(hints, "hints image", demo.GRADIO_CACHE, colorizer.max_pixels) if hints else None
         if not mode:
-            mode = "painted hints" if hint_image is not None else "palette" if (palette or "").strip() else "automatic"
+            mode = MODE_LABELS[HintMode.SPATIAL if hint_image is not None
+                               else HintMode.PALETTE if (palette or "").strip() else HintMode.NONE]
         result = run_colorizer(colorizer, image, hint_image, palette, mode)
         return gr.FileData(path=cache_png(result, demo.GRADIO_CACHE), orig_name="colorized.png")
 
@@ -223,7 +228,7 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                     eraser=gr.Eraser(default_size=12),
                     layers=gr.LayerOptions(allow_additional_layers=False, layers=["hints"]),
                     height=480, elem_id="line-art")
-                mode = gr.Radio(list(MODES), value="automatic", label="Mode", elem_id="mode",
+                mode = gr.Radio(list(LABEL_MODES), value=MODE_LABELS[HintMode.NONE], label="Mode", elem_id="mode",
                                 info="automatic: no hints; palette: the colours below, anywhere; "
                                      "painted hints: your strokes on the 'hints' layer")
                 with gr.Row():

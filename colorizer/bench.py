@@ -1,10 +1,12 @@
 """Throughput benchmarks: ``python -m colorizer.bench [--device cuda|cpu] [--size 256] [--quick]``.
 
-Prints a table and writes JSON. Each training figure is one full GAN iteration (G forward, D step,
-G step with adversarial + reconstruction (+ perceptual) terms) on random data, after warm-up, with
-synchronisation around GPU timings, as the median over repeats. A pix2pix-style reference
-(fp32, batch 1, batch norm, transposed convolutions, no hints, no perceptual loss) is measured in
-the same run so speed-ups are ratios on the same machine.
+Prints a table and writes JSON. Each training figure is the iteration ``train.py`` runs
+(``step.prepare_inputs`` and ``step.train_step``: augmentation, hint simulation, D step, G step with
+every configured loss term, clipping, EMA, the non-finite guard) on a fixed random batch, after
+warm-up, with synchronisation around GPU timings, as the median over repeats. The pix2pix recipe
+(``experiments/baseline.yaml``: batch norm, transposed convolutions, dropout, no hints, no
+perceptual loss) at fp32 and batch 1 is measured in the same run as the reference, so speed-ups are
+ratios on the same machine.
 """
 from __future__ import annotations
 
@@ -18,21 +20,23 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, load_config
-from .hints import HintSampler, curriculum_probs
-from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, recon_loss
-from .models import build_discriminator, build_generator
+from .checkpoint import EXPORT_CONFIG
+from .config import PROJECT_ROOT, ConfigError, image_size, load_config
+from .data import make_train_stream
+from .models import build_generator
 from .monitor import git_commit
+from .runtime import DistInfo, seed_everything
+from .step import build_parts, prepare_inputs, train_step
 
 # Dense datasheet peaks in TFLOP/s (SXM parts). "tf32" is what fp32 convolutions run at on these
 # GPUs by default (torch.backends.cudnn.allow_tf32 is True); "fp32" is the CUDA-core rate.
 PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
                "H200": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
                "A100": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}}
-REFERENCE = ["--model.norm=batch", "--model.upsample=transpose", "--model.dropout=0.5", "--loss.perceptual_weight=0",
-             "--model.disc_norm=batch", "--model.disc_spectral_norm=false"]
+REFERENCE = str(PROJECT_ROOT / "experiments" / "baseline.yaml")  # the pix2pix recipe, as the results compare with it
 
 
 def sync(device: torch.device) -> None:
@@ -54,45 +58,28 @@ def timed(fn, device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def make_step(cfg, device, precision: str, batch: int, size: int, channels_last: bool, compile_: bool, hinted: bool):
-    """One training iteration on fixed random data, as train() does it; returns (step_fn, models)."""
-    g, d = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    g, d = g.to(memory_format=memory), d.to(memory_format=memory)
-    g_run, d_run = (torch.compile(g), torch.compile(d)) if compile_ else (g, d)
-    perceptual = PerceptualLoss(cfg.loss).to(device) if cfg.loss.perceptual_weight else None
-    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    line = (torch.rand(batch, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=memory)
-    color = (torch.rand(batch, 3, size, size, device=device) * 2 - 1).contiguous(memory_format=memory)
-    sampler = HintSampler(cfg.hints, cfg.model.palette_size)
-    probs = curriculum_probs(cfg.hints, 0.0) if hinted else {"none": 1.0, "spatial": 0.0, "palette": 0.0}
+def make_step(cfg, device, batch: int, size: int, data: tuple | None = None):
+    """The iteration ``train.py`` runs (``step.prepare_inputs`` + ``step.train_step``), built as
+    training builds it (seeded with train.seed, then ``build_parts``) for ``cfg`` with its
+    train.amp, train.channels_last and train.compile, on a fixed batch: ``data`` = (line (B, 1, H, W),
+    color (B, 3, H, W)) in [-1, 1], or random size x size images. Returns (step_fn, parts);
+    step_fn() runs one iteration at the curriculum's start and returns its StepResult."""
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    parts = build_parts(cfg, device)
+    if data is None:
+        data = (torch.rand(batch, 1, size, size) * 2 - 1, torch.rand(batch, 3, size, size) * 2 - 1)
+    loader_batch = {"line": data[0].to(device), "color": data[1].to(device)}
 
     def step():
-        hints = sampler.sample(color, probs)
-        opt_d.zero_grad(set_to_none=True)
-        with autocast:
-            fake = g_run(line, hints.spatial, hints.palette, hints.palette_keep)
-            d_loss = d_adv_loss(d_run(line, color), d_run(line, fake.detach()), cfg.loss.gan)
-        scaler.scale(d_loss).backward()
-        scaler.step(opt_d)
-        for p in d.parameters():
-            p.requires_grad_(False)
-        opt_g.zero_grad(set_to_none=True)
-        with autocast:
-            g_loss = g_adv_loss(d_run(line, fake), cfg.loss.gan) + 100 * recon_loss(fake.float(), color, "mse")
-        if perceptual is not None and perceptual.enabled:
-            g_loss = g_loss + perceptual(fake.float(), color)
-        for p in d.parameters():
-            p.requires_grad_(True)
-        scaler.scale(g_loss).backward()
-        scaler.step(opt_g)
-        scaler.update()
+        line, color, hints, _ = prepare_inputs(parts, loader_batch, 0.0)
+        return train_step(parts, line, color, hints)
 
-    return step, g
+    return step, parts
+
+
+def variant(cfg, precision: str, channels_last: bool, compile_: bool):
+    """``cfg`` with the precision, memory format and compilation that a benchmark row measures."""
+    return OmegaConf.merge(cfg, {"train": {"amp": precision, "channels_last": channels_last, "compile": compile_}})
 
 
 def flops_per_image(step, batch: int) -> float:
@@ -111,10 +98,10 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
     return None
 
 
-def bench_train(cfg, device, precision, batch, size, channels_last, compile_, hinted, warmup, repeats) -> dict:
+def bench_train(cfg, device, precision, batch, size, channels_last, compile_, warmup, repeats) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step, _ = make_step(cfg, device, precision, batch, size, channels_last, compile_, hinted)
+    step, _ = make_step(variant(cfg, precision, channels_last, compile_), device, batch, size)
     seconds = timed(step, device, warmup, repeats)
     row = {"precision": precision, "batch": batch, "channels_last": channels_last, "compile": compile_,
            "images_per_s": batch / seconds, "step_ms": seconds * 1e3,
@@ -128,38 +115,27 @@ def bench_train(cfg, device, precision, batch, size, channels_last, compile_, hi
 
 
 def bench_data(cfg, batch: int, device, seconds: float) -> dict:
-    """Images/s of the data path alone, as training runs it: cached decode in the DataLoader workers,
-    then batched augmentation and hint simulation on ``device``. The first epoch decodes the PNGs
-    ("cold"); later epochs read the in-memory uint8 cache ("warm", the steady state)."""
-    from torch.utils.data import DataLoader
-
-    from .config import image_size
-    from .data import PairDataset
-    from .runtime import augment
-
+    """Images/s of the data path alone, as training runs it: the training stream (cached decode in
+    the DataLoader workers), then ``step.prepare_inputs`` (batched augmentation and hint simulation
+    on ``device``). The first epoch decodes the PNGs ("cold"); later epochs read the in-memory uint8
+    cache ("warm", the steady state)."""
     root = Path(cfg.data.root)
     if not (root / "manifest.jsonl").is_file():
         return {"skipped": f"no prepared dataset at {root} (python -m data_prep openmoji --out {root} "
                            f"--size {cfg.data.size})"}
-    dataset = PairDataset(root, "train", size=image_size(cfg.data), train=False, cache=True)
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
-    sampler = HintSampler(cfg.hints, cfg.model.palette_size)
-    probs = curriculum_probs(cfg.hints, 0.0)
+    parts = build_parts(cfg, device)
+    stream = make_train_stream(cfg, root, DistInfo(), batch)
+    per_epoch = len(stream.loader)
     rates, start = [], time.perf_counter()
     while (time.perf_counter() - start < seconds or len(rates) < 2) and len(rates) < 20:
-        images, epoch_start = 0, time.perf_counter()
-        for b in loader:
-            line = b["line"].to(device, non_blocking=True)
-            color = b["color"].to(device, non_blocking=True)
-            line, color = augment(line, color, cfg.data.crop, cfg.data.hflip)
-            sampler.sample(color, probs)
-            images += len(line)
+        epoch_start = time.perf_counter()
+        for _ in range(per_epoch):
+            prepare_inputs(parts, next(stream), 0.0)
         sync(device)
-        rates.append(images / (time.perf_counter() - epoch_start))
+        rates.append(per_epoch * batch / (time.perf_counter() - epoch_start))
     return {"images_per_s_cold": rates[0], "images_per_s_warm": statistics.median(rates[1:]),
-            "epochs": len(rates), "items": len(dataset), "workers": cfg.data.num_workers, "batch": batch,
-            "size": list(image_size(cfg.data)), "root": str(root)}
+            "epochs": len(rates), "items": len(stream.loader.dataset), "workers": cfg.data.num_workers,
+            "batch": batch, "size": list(image_size(cfg.data)), "root": str(root)}
 
 
 @torch.inference_mode()
@@ -182,7 +158,7 @@ def bench_demo(path: Path, device, warmup: int, repeats: int) -> list:
 
     from .inference import Colorizer
 
-    if not (path / "config.json").is_file():
+    if not (path / EXPORT_CONFIG).is_file():
         return []
     model = Colorizer.load(path, device=str(device))
     rows = []
@@ -225,16 +201,16 @@ def main(argv=None) -> int:
     for precision in precisions:
         for batch in batches:
             for channels_last in ([False, True] if gpu else [False]):
-                rows.append(bench_train(cfg, device, precision, batch, args.size, channels_last, False, True,
+                rows.append(bench_train(cfg, device, precision, batch, args.size, channels_last, False,
                                         warmup, repeats))
                 print(_fmt(rows[-1]), flush=True)
     default_precision = "bf16" if "bf16" in precisions else ("fp16" if gpu else "fp32")
     if gpu and not args.quick:  # what train.py runs with --train.compile=true
-        rows.append(bench_train(cfg, device, default_precision, default_batch, args.size, True, True, True,
+        rows.append(bench_train(cfg, device, default_precision, default_batch, args.size, True, True,
                                 warmup, repeats))
         print(_fmt(rows[-1]), flush=True)
-    reference_cfg = load_config(overrides=overrides + REFERENCE)  # same size and data, pix2pix choices
-    reference = bench_train(reference_cfg, device, "fp32", 1, args.size, False, False, False, warmup, repeats)
+    reference_cfg = load_config(REFERENCE, overrides)  # same size and data, the pix2pix recipe
+    reference = bench_train(reference_cfg, device, "fp32", 1, args.size, False, False, warmup, repeats)
     reference["name"] = "pix2pix-style reference"
     print(_fmt(reference), flush=True)
 

@@ -1,7 +1,13 @@
-"""Self-describing checkpoints, atomic writes, RNG state, and the weights-only export for serving.
+"""Everything written to and read from a run folder's ``checkpoints/`` and ``export/``.
 
-A checkpoint is one dict of tensors, numbers, strings, lists and dicts only, so
-``torch.load(path, weights_only=True)`` reads it and no pickled code can run from it.
+- Training checkpoints: one self-describing dict of tensors, numbers, strings, lists and dicts, so
+  ``torch.load(path, weights_only=True)`` reads it and no pickled code can run from it. Written
+  atomically; ``RunCheckpoints`` keeps latest.pt, rotated step_NNNNNNN.pt copies and best.pt, and
+  resumes from the newest one that loads (``TrainState`` is what the loop carries besides the networks).
+- The export: ``generator.safetensors`` + ``config.json``, weights only, what the demo serves;
+  ``read_generator`` reads it (or a training checkpoint) for inference and evaluation.
+
+Nothing here imports training code: the demo imports this module.
 """
 from __future__ import annotations
 
@@ -9,19 +15,35 @@ import json
 import os
 import random
 import re
+import shutil
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
+from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 EXPORT_FORMAT = "colorizer-export/1"
+EXPORT_DIR = "export"  # the export's folder inside a run folder
+EXPORT_WEIGHTS = "generator.safetensors"  # the EMA generator's state dict, float32
+EXPORT_CONFIG = "config.json"  # {"format", "config", "step", "metrics", "perceptual", "run_name", "created"}
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or does not fit this run; the message says which and why."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint or the export could not be written; the message names the file, the OS error and
+    the last intact checkpoint."""
+
+
+class ModelLoadError(ValueError):
+    """The path is not a usable colorizer export or checkpoint; the message says which and why."""
 
 
 def atomic_write(path: Path, write, durable: bool = True) -> None:
@@ -187,3 +209,266 @@ def export_generator(out_dir: Path, generator_state: dict, config: dict, step: i
     atomic_write(out_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save_safetensors(tensors)))
     atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return out_dir
+
+
+# ---- reading a generator (export or checkpoint) ---------------------------------------------------
+
+@dataclass
+class GeneratorFile:
+    """A trained generator as stored: ``config`` is the stored config dict (its sections, plus plain
+    notes such as perceptual_status), ``weights`` the generator's state dict under the plain
+    module's names."""
+
+    config: dict
+    weights: dict
+    step: int
+    metrics: dict
+    run_name: str
+    source: str  # the export folder or checkpoint file read
+    where: str  # the file holding the config, for messages
+
+
+def read_generator(path) -> GeneratorFile:
+    """From an export folder (``runs/NAME/export``, its config.json or generator.safetensors, or the
+    run folder holding it) or a training checkpoint ``.pt`` (weights-only: no pickled code runs; the
+    EMA generator when it has one). FileNotFoundError for a missing path, ModelLoadError otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {path}: pass an export folder (runs/NAME/export) or a "
+                                f"training checkpoint (runs/NAME/checkpoints/best.pt)")
+    if path.is_dir() and not (path / EXPORT_CONFIG).is_file() and (path / EXPORT_DIR / EXPORT_CONFIG).is_file():
+        path = path / EXPORT_DIR
+    if path.is_dir():
+        if not (path / EXPORT_CONFIG).is_file():
+            raise ModelLoadError(f"{path} is not a colorizer export folder: it has no {EXPORT_CONFIG} (expected "
+                                 f"{EXPORT_CONFIG} + {EXPORT_WEIGHTS}, as training writes to runs/NAME/export)")
+        return _read_export(path)
+    if path.name == EXPORT_CONFIG or path.suffix == ".safetensors":
+        return _read_export(path.parent)
+    return _read_checkpoint_generator(path)
+
+
+def _read_export(folder: Path) -> GeneratorFile:
+    config_path, weights_path = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
+    try:
+        meta = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{config_path} is not a readable colorizer export config: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT or not isinstance(meta.get("config"), dict):
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelLoadError(f"{config_path} is not a colorizer export (format {found!r}, expected {EXPORT_FORMAT!r})")
+    if not weights_path.is_file():
+        raise ModelLoadError(f"{folder} has {EXPORT_CONFIG} but no {EXPORT_WEIGHTS}")
+    try:
+        weights = load_file(str(weights_path), device="cpu")
+    except Exception as err:  # safetensors raises its own error types for truncated/invalid files
+        raise ModelLoadError(f"{weights_path} cannot be read as safetensors: {str(err).splitlines()[0]}") from None
+    return GeneratorFile(meta["config"], weights, int(meta.get("step", 0)), dict(meta.get("metrics") or {}),
+                         str(meta.get("run_name", "")), str(folder), str(config_path))
+
+
+def _read_checkpoint_generator(path: Path) -> GeneratorFile:
+    try:
+        # weights_only: a checkpoint can come from anywhere, and unpickling arbitrary objects runs code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelLoadError(
+            f"{path} cannot be loaded safely as a weights-only checkpoint (only tensors, numbers, strings, "
+            f"lists and dicts are allowed): {str(err).splitlines()[0][:300]}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise ModelLoadError(f"{path} is not a colorizer training checkpoint (no 'config' entry)")
+    weights = next((state[k] for k in ("generator_ema", "generator") if isinstance(state.get(k), dict)), None)
+    if weights is None:
+        raise ModelLoadError(f"{path} holds no generator weights ('generator_ema' or 'generator')")
+    # The EMA is stored as torch.optim.swa_utils.AveragedModel: its keys carry a "module." prefix (as
+    # DDP / torch.compile wrappers do) and a step counter the generator lacks.
+    weights = {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in weights.items() if k != "n_averaged"}
+    train = state["config"].get("train")
+    run_name = str((train.get("name") if isinstance(train, dict) else "") or "") or path.parent.parent.name
+    return GeneratorFile(state["config"], weights, int(state.get("step", 0)), dict(state.get("metrics") or {}),
+                         run_name, str(path), str(path))
+
+
+# ---- the run folder during training -----------------------------------------------------------------
+
+def resolve_run_dir(out_dir: str, name: str, resume: str) -> Path:
+    """Fresh runs never overwrite: name, name-2, ... ; resume=auto takes the newest of those (one killed
+    before its first checkpoint too, so a kill-and-resume loop stays in one folder)."""
+    parent = Path(out_dir)
+    candidates = [parent / name] + sorted(parent.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+    existing = [p for p in candidates if (p / "checkpoints").is_dir()]
+    started = existing or [p for p in candidates if p.is_dir()]
+    if resume == "auto" and started:
+        return max(started, key=lambda p: p.stat().st_mtime)
+    if not existing and not (parent / name).exists():
+        return parent / name
+    k = 2
+    while (parent / f"{name}-{k}").exists():
+        k += 1
+    return parent / f"{name}-{k}"
+
+
+def check_compatible(saved: dict, current: dict, path: Path) -> None:
+    """Refuse a checkpoint whose network shapes or data differ from this run's config."""
+    keys = ["model", "data.size", "data.width", "data.crop", "data.root"]
+    differing = []
+
+    def compare(key, a, b):  # down to the leaves, so the message names model.base_channels, not "model"
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                compare(f"{key}.{sub}", a.get(sub), b.get(sub))
+        elif a != b:
+            differing.append(f"{key}: checkpoint {a} vs now {b}")
+
+    def lookup(config, key):
+        for part in key.split("."):
+            config = config.get(part) if isinstance(config, dict) else None
+        return config
+
+    for key in keys:
+        compare(key, lookup(saved, key), lookup(current, key))
+    if differing:
+        raise CheckpointError(f"{path} comes from an incompatible configuration:\n  " + "\n  ".join(differing)
+                              + "\nResume with the settings it was trained with (config.yaml beside its checkpoints), "
+                              "or start a fresh run without --train.resume.")
+
+
+@dataclass
+class TrainState:
+    """What the training loop carries besides the networks; all of it goes into every checkpoint."""
+
+    step: int = 0
+    best: float | None = None  # best value of train.best_metric so far
+    metrics: dict = field(default_factory=dict)  # the latest validation metrics
+    wandb_id: str | None = None
+    unreadable: set = field(default_factory=set)  # training pairs skipped as unreadable ("line / color" paths)
+
+
+class RunCheckpoints:
+    """The checkpoint files of one run folder: ``checkpoints/latest.pt``, its ``step_NNNNNNN.pt``
+    copies (the last ``keep``), ``best.pt``, and ``export/``. Every rank calls ``resume`` and
+    ``save`` (both are collective under DDP); rank 0 alone chooses and writes."""
+
+    def __init__(self, run_dir: Path, config: dict, keep: int, dist):
+        self.run_dir, self.dir = Path(run_dir), Path(run_dir) / "checkpoints"
+        self.config, self.keep, self.dist = config, keep, dist
+        self.last_saved = None  # (path, step) of the newest complete checkpoint
+
+    def remove_unfinished_writes(self) -> None:
+        """Delete the temporary files that killed writes left in checkpoints/ and export/ (rank 0)."""
+        if self.dist.is_main:
+            for folder in (self.dir, self.run_dir / EXPORT_DIR):
+                for stale in remove_unfinished_writes(folder):
+                    print(f"removed {stale}, the temporary file of a write that was interrupted")
+
+    def newest_loadable(self) -> tuple:
+        """(path, state) of the newest checkpoint that loads: latest.pt, then the step copies newest
+        first, then best.pt, saying which it skipped and why; (None, None) when there is none.
+        CheckpointError when there are checkpoints and none loads (never a silent fresh start)."""
+        candidates = [self.dir / "latest.pt", *reversed(step_checkpoints(self.dir)), self.dir / "best.pt"]
+        problems = []
+        for path in (p for p in candidates if p.is_file()):
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as err:
+                problems.append(str(err))
+                print(f"train.resume=auto: skipping {path.name}: {err}")
+                continue
+            if problems:
+                print(f"train.resume=auto: falling back to {path} (step {state['step']})")
+            return path, state
+        if problems:
+            raise CheckpointError(f"no checkpoint under {self.dir} loads:\n  " + "\n  ".join(problems)
+                                  + "\nStart a fresh run (without --train.resume) or pass a good checkpoint path.")
+        return None, None
+
+    def resume(self, resume: str, parts, stream) -> TrainState:
+        """The state to continue from (fresh when ``resume`` is "" or auto finds nothing), with the
+        networks, optimisers, data position and this rank's RNG restored. ``resume``: "", "auto" or a
+        path. Rank 0 chooses the file; every rank then loads that same file, so ``train.out_dir`` must
+        be on a filesystem that every node sees. An error on any rank is raised on every rank."""
+        chosen, state, error = None, None, None
+        if self.dist.is_main and resume:
+            try:
+                chosen, state = self.newest_loadable() if resume == "auto" else (Path(resume), load_checkpoint(resume))
+            except CheckpointError as err:
+                error = str(err)
+        if self.dist.enabled:
+            holder = [None if chosen is None else str(chosen), error]
+            torch_dist.broadcast_object_list(holder, src=0)
+            chosen, error = (None if holder[0] is None else Path(holder[0])), holder[1]
+        if error:
+            raise CheckpointError(error)
+        if chosen is None:
+            if resume == "auto" and self.dist.is_main:
+                print(f"train.resume=auto: no checkpoint under {self.run_dir}, starting fresh")
+            return TrainState()
+        try:
+            if state is None:  # ranks other than 0
+                if not chosen.is_file():
+                    raise CheckpointError(f"rank {self.dist.rank} cannot see {chosen}, which rank 0 resumes from: "
+                                          f"train.out_dir must be on a filesystem that every node mounts")
+                state = load_checkpoint(chosen)
+            check_compatible(state["config"], self.config, chosen)
+            parts.load_state_dict(state)
+            stream.restore(state["data_position"])
+        except CheckpointError as err:
+            error = str(err)
+        except (KeyError, RuntimeError, ValueError) as err:
+            error = f"{chosen} does not fit this run's models or optimisers: {' '.join(str(err).split())[:500]}"
+        self._raise_on_every_rank(error)
+        rank_rng = state["rng"][self.dist.rank] if self.dist.rank < len(state["rng"]) else None
+        if rank_rng is not None:
+            set_rng_state(rank_rng)
+        self.last_saved = (chosen, state["step"])
+        if self.dist.is_main:
+            print(f"resumed {chosen} at step {state['step']}")
+        return TrainState(state["step"], state.get("best"), state.get("metrics", {}), state.get("wandb_id"),
+                          set(state.get("unreadable", [])))
+
+    def _raise_on_every_rank(self, error: str | None) -> None:
+        """CheckpointError on every rank when any rank has an ``error``: a rank that stopped alone
+        would leave the others waiting at their next collective."""
+        if self.dist.enabled:
+            errors = [None] * self.dist.world_size
+            torch_dist.all_gather_object(errors, error)
+            error = error or next((f"rank {rank}: {e}" for rank, e in enumerate(errors) if e), None)
+        if error:
+            raise CheckpointError(error)
+
+    def save(self, parts, stream, state: TrainState, improved: bool = False) -> None:
+        """latest.pt, its step_NNNNNNN.pt copy, best.pt if ``improved``, and the export of the EMA
+        generator. Collective under DDP (every rank's RNG state is gathered); rank 0 writes.
+        CheckpointSaveError when a write fails: the files already on disk stay intact."""
+        rngs = [rng_state()]
+        if self.dist.enabled:
+            rngs = [None] * self.dist.world_size
+            torch_dist.all_gather_object(rngs, rng_state())
+        if not self.dist.is_main:
+            return
+        payload = {**parts.state_dict(), "step": state.step,
+                   "curriculum_progress": state.step / self.config["train"]["steps"],
+                   "data_position": stream.position(), "rng": rngs, "config": self.config,
+                   "wandb_id": state.wandb_id, "metrics": state.metrics, "best": state.best,
+                   "perceptual_status": self.config.get("perceptual_status"), "unreadable": sorted(state.unreadable)}
+        latest = target = self.dir / "latest.pt"  # target: the file being written, for the error message
+        try:
+            save_checkpoint(latest, payload)
+            self.last_saved = (latest, state.step)
+            if self.keep:
+                target = step_checkpoint(self.dir, state.step)
+                atomic_write(target, lambda tmp: shutil.copyfile(latest, tmp))
+                prune_step_checkpoints(self.dir, self.keep)
+            if improved:
+                target = self.dir / "best.pt"
+                atomic_write(target, lambda tmp: shutil.copyfile(latest, tmp))
+            target = self.run_dir / EXPORT_DIR
+            export_generator(target, parts.ema.module.state_dict(), self.config, state.step, state.metrics,
+                             self.config.get("perceptual_status", "unknown"), self.run_dir.name)
+        except OSError as err:
+            kept = (f"the last complete checkpoint, {self.last_saved[0]} (step {self.last_saved[1]}), is intact"
+                    if self.last_saved else "no checkpoint had been written yet")
+            raise CheckpointSaveError(
+                f"could not write {target} at step {state.step}: {err.strerror or err} (errno {err.errno}); {kept}. "
+                f"Training stopped rather than running on without checkpoints: free disk space (or fix the "
+                f"folder's permissions), then resume with --train.resume=auto.") from err

@@ -10,8 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: F401  (MISSING re-exported for users)
 from omegaconf.errors import OmegaConfBaseException
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CPU_RECIPE = "experiments/cpu.yaml"  # what train.py runs on a machine without a GPU and no experiment file
+CPU_RECIPE_MINUTES = 60  # its measured wall time on 2 CPU cores (experiments/RESULTS.md)
 
 
 @dataclass
@@ -73,6 +78,7 @@ class HintConfig:
     patch_min: int = 1  # smallest hint patch side, in pixels at the working size
     patch_max: int = 9  # largest hint patch side
     placement: str = "color"  # color (inside the colour region, as users paint) | uniform
+    strokes: float = 0.0  # probability that a simulated spatial hint is a stroke (a short line of patches)
     blur_sigma: float = 1.0  # Gaussian softening of the hint map, in pixels (0 = off)
     color_jitter: float = 0.05  # std of additive noise on hint colours, in [-1, 1] units
     drop_min: float = 0.3  # lower end of the per-image fraction of hints zeroed out
@@ -168,10 +174,7 @@ def load_config(experiment: Optional[str] = None, overrides: Sequence[str] = ())
     cfg = OmegaConf.structured(Config)
     try:
         if experiment:
-            path = Path(experiment)
-            if not path.is_file():
-                raise ConfigError(f"experiment file {experiment} not found (see experiments/ for the list)")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, read_experiment(Path(experiment)))
         dotlist = [_parse_override(a) for a in overrides]
         if dotlist:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
@@ -181,6 +184,39 @@ def load_config(experiment: Optional[str] = None, overrides: Sequence[str] = ())
         raise ConfigError(f"bad config key or value{f' {key!r}' if key else ''}: {reason}") from None
     validate(cfg)
     return cfg  # type: ignore[return-value]
+
+
+def read_experiment(path: Path) -> DictConfig:
+    """An experiment YAML as a mapping of sections; ConfigError naming the file (and the line and
+    column of a YAML syntax error) when it is missing, unreadable or not a mapping."""
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} not found (see experiments/ for the list)")
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(part for part in (err.context, err.problem) if part)
+        raise ConfigError(f"{where}: invalid YAML: {what}") from None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read as YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: an experiment file must be a mapping of sections (data:, model:, ...), "
+                          f"not a {type(loaded).__name__}")
+    return loaded
+
+
+def choose_experiment(argv: Sequence[str], has_cuda: bool) -> tuple:
+    """(arguments to run, a line to print or None). An experiment file given first is obeyed as
+    written; without one, a CUDA machine runs the defaults (the full recipe) and any other machine
+    the CPU recipe, overrides still applying on top."""
+    argv = list(argv)
+    if has_cuda or (argv and not argv[0].startswith("--")):
+        return argv, None
+    return [str(PROJECT_ROOT / CPU_RECIPE), *argv], (
+        f"no GPU found: training {CPU_RECIPE} (about {CPU_RECIPE_MINUTES} minutes on 2 CPU cores; an estimate "
+        f"for this machine follows after the first steps); for the full recipe, run on a GPU or pass "
+        f"experiments/curriculum.yaml")
 
 
 def parse_cli(argv: Sequence[str]) -> Config:
@@ -224,6 +260,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError("hints.palette_min must be in [1, hints.palette_max]")
     if not 0.0 <= cfg.hints.drop_min <= cfg.hints.drop_max < 1.0:
         raise ConfigError("need 0 <= hints.drop_min <= hints.drop_max < 1")
+    if not 0.0 <= cfg.hints.strokes <= 1.0:
+        raise ConfigError(f"hints.strokes={cfg.hints.strokes} must be in [0, 1]")
     if not 1 <= cfg.hints.patch_min <= cfg.hints.patch_max:
         raise ConfigError("need 1 <= hints.patch_min <= hints.patch_max")
     points = list(cfg.hints.curriculum)

@@ -1,5 +1,6 @@
 """Reads the prepared format written by ``data_prep`` (manifest.jsonl + line/ + color/ PNGs); never
-writes it, except that ``ensure_dataset`` runs ``python -m data_prep openmoji`` when asked to."""
+writes it, except that ``ensure_dataset`` runs ``python -m data_prep openmoji`` when asked to.
+``make_train_stream`` is the training data path up to the device (then ``step.prepare_inputs``)."""
 from __future__ import annotations
 
 import json
@@ -11,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from .config import image_size
-from .runtime import seed_worker  # numpy and random in each worker follow its torch seed
+from .config import PROJECT_ROOT, image_size
+from .images import to_signed
+from .runtime import BatchStream, DistInfo, ResumableSampler, TrainingError, seed_worker
 
 log = logging.getLogger(__name__)
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PREP_OUTPUTS = {"line", "color", "report.json", "preview.png"}  # what an interrupted data_prep run leaves
 
 
@@ -106,10 +107,8 @@ class PairDataset(Dataset):
     Items: ``line`` (1, H, W) and ``color`` (3, H, W) float32 in [-1, 1] (paper white = 1),
     ``index``, the item actually returned, and ``skipped``, the unreadable pairs passed over to
     return it ("line / color" paths, one per line; "" when none). Images are resized to ``size``
-    = (H, W) when they differ.
-    With ``train`` the same random crop (``crop`` > 0: crop x crop) and the same random horizontal
-    flip (``hflip``) are applied to both, drawn from the global torch RNG (which the DataLoader seeds
-    per worker). ``cache`` keeps decoded uint8 images in memory (one copy per worker process:
+    = (H, W) when they differ. No augmentation here: training crops and flips whole batches on its
+    device (``runtime.augment``). ``cache`` keeps decoded uint8 images in memory (one copy per worker process:
     ``cache_copies`` says how many), keyed by file so a colour image shared by several line styles
     is decoded once; it is turned off, with a warning, when the copies would not fit in half the
     available memory.
@@ -119,13 +118,11 @@ class PairDataset(Dataset):
     it to the process that iterates the DataLoader).
     """
 
-    def __init__(self, root, split: str, size=(256, 256), train: bool = False, crop: int = 0, hflip: bool = True,
-                 cache: bool = True, max_items: int = 0, cache_copies: int = 1):
+    def __init__(self, root, split: str, size=(256, 256), cache: bool = True, max_items: int = 0,
+                 cache_copies: int = 1):
         self.root, self.split = Path(root), split
         self.size = (int(size[0]), int(size[1]))
-        self.train, self.crop, self.hflip, self.cache = train, int(crop), hflip, cache
-        if self.crop and self.crop > min(self.size):
-            raise ValueError(f"crop={self.crop} is larger than the image size {self.size}")
+        self.cache = cache
         self.records = read_manifest(self.root, split)
         if max_items:
             self.records = self.records[:max_items]
@@ -170,18 +167,9 @@ class PairDataset(Dataset):
                 skipped.append(self._record_failure(record, err))
         else:
             raise RuntimeError(f"no readable pair in the {self.split} split of {self.root}: {self.failures[:5]}")
-        line = torch.from_numpy(line).float() / 127.5 - 1  # (1, H, W) in [-1, 1]
-        color = torch.from_numpy(color).float() / 127.5 - 1  # (3, H, W) in [-1, 1]
-        if self.train:
-            if self.crop and (self.crop < self.size[0] or self.crop < self.size[1]):
-                top = int(torch.randint(0, self.size[0] - self.crop + 1, ()))
-                left = int(torch.randint(0, self.size[1] - self.crop + 1, ()))
-                line = line[:, top : top + self.crop, left : left + self.crop]  # (1, crop, crop)
-                color = color[:, top : top + self.crop, left : left + self.crop]  # (3, crop, crop)
-            if self.hflip and bool(torch.rand(()) < 0.5):
-                line, color = line.flip(-1), color.flip(-1)
         # A string survives default_collate (a list of them per batch) and the trip back from a worker.
-        return {"line": line.contiguous(), "color": color.contiguous(), "index": i, "skipped": "\n".join(skipped)}
+        return {"line": to_signed(line), "color": to_signed(color),  # (1|3, H, W) in [-1, 1]
+                "index": i, "skipped": "\n".join(skipped)}
 
     def _record_failure(self, record: dict, err: Exception) -> str:
         names = [str(self.root / record[key]) for key in ("line", "color")]
@@ -192,34 +180,25 @@ class PairDataset(Dataset):
         return name
 
 
-def build_loader(cfg, split: str, batch_size: int, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool | None = None) -> DataLoader:
-    """A DataLoader over one split of ``cfg.root`` (a DataConfig).
-
-    Batches hold ``config.working_size(cfg)`` tensors in training (images resized to
-    ``image_size(cfg)``, then the paired random crop) and ``image_size(cfg)`` ones otherwise.
-    Training shuffles (RandomSampler with a seeded generator, or a DistributedSampler sharding by
-    ``rank`` when ``world_size`` > 1: call ``loader.sampler.set_epoch(epoch)`` each epoch).
-    ``drop_last`` defaults to ``train``.
-    """
-    dataset = PairDataset(cfg.root, split, size=image_size(cfg), train=train, crop=cfg.crop if train else 0,
-                          hflip=cfg.hflip, cache=cfg.cache, max_items=cfg.max_items)
-    if len(dataset) == 0:
-        raise ValueError(f"the {split!r} split of {cfg.root} is empty: nothing to load "
-                         f"(see {Path(cfg.root) / 'report.json'} for the split counts)")
-    drop_last = train if drop_last is None else drop_last
-    if world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed,
-                                     drop_last=drop_last)
-    elif train:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                      num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=cfg.num_workers > 0, worker_init_fn=seed_worker,
-                      # worker seeds come from this generator, offset per rank so ranks augment differently
-                      generator=torch.Generator().manual_seed(seed + rank))
+def make_train_stream(cfg, root: Path, dist: DistInfo, batch_size: int) -> BatchStream:
+    """Endless, resumable, rank-sharded batches of the train split (uint8 cache in the workers; the
+    crop, flip and hints happen batched on the device in ``step.prepare_inputs``)."""
+    dataset = PairDataset(root, "train", size=image_size(cfg.data), cache=cfg.data.cache,
+                          max_items=cfg.data.max_items, cache_copies=max(1, cfg.data.num_workers))
+    if cfg.train.overfit_batches:
+        dataset = Subset(dataset, range(min(len(dataset), cfg.train.overfit_batches * batch_size)))
+    if len(dataset) < batch_size * dist.world_size:
+        raise TrainingError(f"the train split of {root} has {len(dataset)} pairs, fewer than one batch "
+                            f"({batch_size} x {dist.world_size} ranks): lower train.batch_size")
+    sampler = ResumableSampler(len(dataset), cfg.train.seed, dist.rank, dist.world_size,
+                               shuffle=not cfg.train.overfit_batches)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+        num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=cfg.data.num_workers > 0, worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(cfg.train.seed),  # keeps the global RNG untouched
+    )
+    return BatchStream(loader, sampler, batch_size)
 
 
 def mean_color(root, split: str = "train", max_items: int = 0) -> torch.Tensor:
@@ -231,4 +210,4 @@ def mean_color(root, split: str = "train", max_items: int = 0) -> torch.Tensor:
     for record in records:
         with Image.open(Path(root) / record["color"]) as im:
             total += np.asarray(im.convert("RGB"), dtype=np.float64).mean((0, 1))
-    return torch.from_numpy(total / len(records) / 127.5 - 1).float()
+    return to_signed(total / len(records))

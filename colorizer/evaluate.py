@@ -1,12 +1,15 @@
-"""Evaluate a trained generator on a prepared split, next to two trivial baselines.
+"""The evaluation protocol, one path for validation during training and for the evaluation command.
 
     python -m colorizer.evaluate --checkpoint runs/NAME/export --data data/openmoji256 \
         --split test --out eval.json
 
 Every metric is reported over the whole image and over the colour region (target pixels that are
 neither paper white nor line black): the paper and the lines are given by the input, so
-whole-image numbers flatter any model. Hint sampling is seeded: the same checkpoint gives the same
-numbers twice.
+whole-image numbers flatter any model. Hints are clean (not denoised) and seeded per batch: the same
+model gives the same numbers twice. The protocol: each hint mode with ``MODE_PATCHES`` spatial
+patches placed as users paint them (``PLACEMENT``), and the hint curve over ``PATCH_COUNTS``.
+Training validates with ``validate`` (the per-mode table on the val split); the command adds the
+curve, the trivial baselines, LPIPS/FID and the worst samples.
 """
 from __future__ import annotations
 
@@ -25,14 +28,21 @@ from tqdm import tqdm
 from .config import image_size
 from .data import PairDataset, mean_color
 from .extra_metrics import ExtraMetrics
-from .hints import MODES, HintSampler, clean_hints, color_region
+from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
+from .images import to_uint8
 from .inference import Colorizer, ModelLoadError
 from .metrics import hint_error, image_metrics
-from .monitor import save_grid
+from .visualize import save_grid
 
-PATCH_COUNTS = (0, 1, 2, 5, 10, 20, 50)  # the interactive-colorization protocol
-MODE_PATCHES = 10  # spatial mode in the per-mode table uses this many patches
+PATCH_COUNTS = (0, 1, 2, 5, 10, 20, 50)  # the hint curve: the interactive-colorization protocol
+MODE_PATCHES = 10  # clean spatial hint patches per image in the per-mode table (the "10 hints" point)
+PLACEMENT = "color"  # hint patches inside the colour region, as users paint them ("uniform": anywhere)
+SHAPES = {"patch": 0.0, "stroke": 1.0}  # hint shape -> share of strokes (short lines of patches) among the hints
 METRICS = ("psnr", "psnr_color", "ssim", "ssim_color")
+
+
+class EmptySplitError(ValueError):
+    """The split to evaluate has no pairs."""
 
 
 class Accumulator:
@@ -67,60 +77,107 @@ def deterministic_kernels():
         torch.backends.cudnn.benchmark = previous[2]
 
 
+def protocol_hints(sampler: HintSampler, color: torch.Tensor, mode: str, patches: int, seed: int,
+                   placement: str = PLACEMENT, shape: str = "patch"):
+    """The protocol's clean hints of one mode for a batch, drawn from a generator seeded with ``seed``:
+    ``patches`` square patches (``shape`` "patch") or short strokes ("stroke") for the spatial mode."""
+    generator = torch.Generator(color.device).manual_seed(seed)
+    return clean_hints(sampler, color, mode, patches, generator, placement, strokes=SHAPES[shape])
+
+
+def scores(pred: torch.Tensor, color: torch.Tensor, region: torch.Tensor, hints=None) -> dict:
+    """Per-image metrics, (B,) each: METRICS, plus hint_error when ``hints`` carry spatial hints."""
+    values = image_metrics(pred, color, region)
+    if hints is not None and bool((hints.mode == HintMode.SPATIAL).any()):
+        values["hint_error"] = hint_error(pred, hints.spatial)
+    return values
+
+
+@torch.no_grad()
+def predict_modes(generator, sampler: HintSampler, line, color, seed: int, placement: str = PLACEMENT,
+                  autocast=None, shape: str = "patch") -> dict:
+    """{mode: (pred, hints)} for every hint mode: the protocol's hints (``MODE_PATCHES`` spatial
+    patches), seeded with ``seed``. pred (B, 3, H, W) float32 in [-1, 1]."""
+    out = {}
+    for mode in MODES:
+        hints = protocol_hints(sampler, color, mode, MODE_PATCHES, seed, placement, shape)
+        with autocast or contextlib.nullcontext():
+            pred = generator(line, hints.spatial, hints.palette, hints.palette_keep)
+        out[mode] = (pred.float(), hints)
+    return out
+
+
 @torch.no_grad()
 @deterministic_kernels()
-def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str = "color", batch_size: int = 16,
-             max_items: int = 0, seed: int = 0, worst: int = 8, gallery: Path | None = None,
-             extra: ExtraMetrics | None = None) -> dict:
-    """Metrics of ``model`` on ``split`` of the prepared folder ``root`` (at the model's training size)
-    and of the two trivial baselines; a JSON-ready dict. Hints are clean and seeded per batch, so
-    the same model, data, seed and batch size give the same numbers. ``extra`` (LPIPS, FID) sees
-    the hintless predictions."""
-    cfg, generator, device = model.config, model.generator, model.device
-    size = image_size(cfg.data)
-    dataset = PairDataset(root, split, size=size, train=False, cache=False, max_items=max_items)
+def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=None, placement: str = PLACEMENT,
+                 shape: str = "patch", batch_size: int = 16, max_items: int = 0, seed: int = 0, cache: bool = False,
+                 curve: bool = False, baselines: bool = False, extra: ExtraMetrics | None = None,
+                 progress: bool = False) -> tuple:
+    """Run ``generator`` (eval mode, on ``device``; ``cfg`` its Config) over ``split`` of the prepared
+    folder ``root`` at the training size. Returns (Accumulator with keys "modes/MODE/METRIC", and with
+    ``curve`` "curve/N/METRIC", with ``baselines`` "baselines/NAME/METRIC"; [(hintless colour-region
+    PSNR, dataset index)] per image; the dataset). ``extra`` (LPIPS, FID) sees the hintless predictions.
+    EmptySplitError when the split has no pairs."""
+    dataset = PairDataset(root, split, size=image_size(cfg.data), cache=cache, max_items=max_items)
     if len(dataset) == 0:
-        raise ValueError(f"the {split} split of {root} is empty (see {root / 'report.json'})")
+        raise EmptySplitError(f"the {split} split of {root} is empty (see {Path(root) / 'report.json'})")
     sampler = HintSampler(cfg.hints, cfg.model.palette_size)
-    mean = mean_color(root, "train", max_items).to(device)
-    acc = Accumulator()
-    per_image: list = []  # (psnr_color in hintless mode, dataset index)
+    mean = mean_color(root, "train", max_items).to(device) if baselines else None
+    acc, per_image = Accumulator(), []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-
-    def run(line, hints):  # (B, 3, H, W) in [-1, 1]
-        return generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
-
-    for i, batch in enumerate(tqdm(loader, desc=f"evaluate {split}", dynamic_ncols=True)):
+    for i, batch in enumerate(tqdm(loader, desc=f"evaluate {split}", dynamic_ncols=True, disable=not progress)):
         line, color = batch["line"].to(device), batch["color"].to(device)  # (B, 1|3, H, W) in [-1, 1]
         region = color_region(color)
-        baselines = {"line_art": line.expand(-1, 3, -1, -1), "mean_color": mean.view(1, 3, 1, 1).expand_as(color)}
-        for name, pred in baselines.items():
-            for metric, v in image_metrics(pred, color, region).items():
-                acc.add(f"baselines/{name}/{metric}", v)
-        for mode in MODES:
-            gen = torch.Generator(device).manual_seed(seed + i)
-            hints = clean_hints(sampler, color, mode, MODE_PATCHES, gen, placement)
-            pred = run(line, hints)
-            values = image_metrics(pred, color, region)
-            if mode == "spatial":
-                values["hint_error"] = hint_error(pred, hints.spatial)
+        if baselines:
+            trivial = {"line_art": line.expand(-1, 3, -1, -1), "mean_color": mean.view(1, 3, 1, 1).expand_as(color)}
+            for name, pred in trivial.items():
+                for metric, v in image_metrics(pred, color, region).items():
+                    acc.add(f"baselines/{name}/{metric}", v)
+        for mode, (pred, hints) in predict_modes(generator, sampler, line, color, seed + i, placement, autocast,
+                                                 shape).items():
+            values = scores(pred, color, region, hints)
             if mode == "none":
                 per_image += list(zip(values["psnr_color"].tolist(), batch["index"].tolist()))
                 if extra is not None:
                     extra.update(pred, color)
             for metric, v in values.items():
                 acc.add(f"modes/{mode}/{metric}", v)
-        for count in PATCH_COUNTS:
-            gen = torch.Generator(device).manual_seed(seed + 1000 * (count + 1) + i)
-            hints = clean_hints(sampler, color, "spatial" if count else "none", count, gen, placement)
-            pred = run(line, hints)
-            for metric, v in image_metrics(pred, color, region).items():
+        for count in PATCH_COUNTS if curve else ():
+            hints = protocol_hints(sampler, color, "spatial" if count else "none", count,
+                                   seed + 1000 * (count + 1) + i, placement, shape)
+            with autocast or contextlib.nullcontext():
+                pred = generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+            for metric, v in scores(pred, color, region, hints).items():
                 acc.add(f"curve/{count}/{metric}", v)
-            if count:
-                acc.add(f"curve/{count}/hint_error", hint_error(pred, hints.spatial))
+    return acc, per_image, dataset
 
+
+def validate(cfg, generator, root: Path, device, autocast) -> dict:
+    """Validation during training: the per-mode table on the val split (``train.val_items`` pairs),
+    as keys like ``val/none/psnr_color`` and ``val/spatial/hint_error``; {} when the split is empty."""
+    try:
+        acc, _, _ = run_protocol(generator, cfg, root, "val", device, autocast=autocast,
+                                 batch_size=cfg.train.batch_size, max_items=cfg.train.val_items or cfg.data.max_items,
+                                 seed=cfg.train.seed, cache=cfg.data.cache)
+    except EmptySplitError:
+        return {}
+    return {f"val/{key.split('/', 1)[1]}": acc.mean(key) for key in acc.sums if key.startswith("modes/")}
+
+
+def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str = PLACEMENT, batch_size: int = 16,
+             max_items: int = 0, seed: int = 0, worst: int = 8, gallery: Path | None = None,
+             extra: ExtraMetrics | None = None, shape: str = "patch") -> dict:
+    """Metrics of ``model`` on ``split`` of the prepared folder ``root`` (at the model's training size)
+    and of the two trivial baselines; a JSON-ready dict. Hints are clean and seeded per batch, so
+    the same model, data, seed and batch size give the same numbers. ``extra`` (LPIPS, FID) sees
+    the hintless predictions."""
+    cfg, generator, device = model.config, model.generator, model.device
+    acc, per_image, dataset = run_protocol(generator, cfg, root, split, device, placement=placement, shape=shape,
+                                           batch_size=batch_size, max_items=max_items, seed=seed, curve=True,
+                                           baselines=True, extra=extra, progress=True)
     report = {
-        "split": split, "items": len(dataset), "size": list(size), "placement": placement, "seed": seed,
+        "split": split, "items": len(dataset), "size": list(dataset.size), "placement": placement, "shape": shape,
+        "seed": seed,
         "batch_size": batch_size, "step": model.step, "run_name": model.run_name, "modes": {}, "baselines": {},
         "hint_curve": [],
         "perceptual_status": model.notes.get("perceptual_status", "unknown"),
@@ -143,7 +200,9 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
         items = [dataset[w["index"]] for w in report["worst"]]
         line = torch.stack([it["line"] for it in items]).to(device)
         color = torch.stack([it["color"] for it in items]).to(device)
-        pred = run(line, clean_hints(sampler, color, "none", 0, None))
+        hints = protocol_hints(HintSampler(cfg.hints, cfg.model.palette_size), color, "none", 0, seed)
+        with torch.no_grad():
+            pred = generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
         report["worst_images"] = {"line": line.expand(-1, 3, -1, -1).cpu(), "pred": pred.cpu(), "target": color.cpu()}
         save_grid([line.expand(-1, 3, -1, -1), pred, color], gallery)
         report["gallery"] = str(gallery)
@@ -164,9 +223,8 @@ def log_wandb(report: dict, mode: str, project: str, curve_png: Path) -> str:
     images = report.get("worst_images")
     if images is not None:
         table = wandb.Table(columns=["id", "psnr_color", "line", "prediction", "target"])
-        to_uint8 = lambda t: ((t.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # noqa: E731
         for k, w in enumerate(report["worst"]):
-            table.add_data(w["id"], w["psnr_color"], *(wandb.Image(to_uint8(images[key][k]))
+            table.add_data(w["id"], w["psnr_color"], *(wandb.Image(to_uint8(images[key][k]).permute(1, 2, 0).numpy())
                                                        for key in ("line", "pred", "target")))
         run.log({"worst_samples": table})
     where = run.url or run.dir
@@ -177,7 +235,8 @@ def log_wandb(report: dict, mode: str, project: str, curve_png: Path) -> str:
 def markdown(report: dict) -> str:
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731
     lines = [f"Split `{report['split']}`: {report['items']} images at {report['size'][0]}x{report['size'][1]}, "
-             f"hints placed `{report['placement']}`, step {report['step']}", "",
+             f"hints placed `{report['placement']}`, shaped `{report.get('shape', 'patch')}`, "
+             f"step {report['step']}", "",
              "| method | PSNR | PSNR colour | SSIM | SSIM colour | hint error |", "|---|---|---|---|---|---|"]
     for mode, m in report["modes"].items():
         extra = f" ({MODE_PATCHES} patches)" if mode == "spatial" else ""
@@ -225,8 +284,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True, help="prepared dataset folder (manifest.jsonl inside)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", required=True, help="JSON report; NAME_curve.png and NAME_worst.png go beside it")
-    parser.add_argument("--placement", default="color", choices=("color", "uniform"),
+    parser.add_argument("--placement", default=PLACEMENT, choices=("color", "uniform"),
                         help="hint patches inside the colour region (as users paint) or anywhere")
+    parser.add_argument("--hint-shape", default="patch", choices=list(SHAPES),
+                        help="spatial hints as square patches (the protocol) or short strokes, like the demo's brush")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-items", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -246,7 +307,7 @@ def main(argv=None) -> int:
         model = Colorizer.load(args.checkpoint, device=args.device)
         extra = ExtraMetrics(model.device, args.lpips_weights, args.fid_weights)
         report = evaluate(model, Path(args.data), args.split, args.placement, args.batch_size, args.max_items,
-                          args.seed, args.worst, gallery=worst_png, extra=extra)
+                          args.seed, args.worst, gallery=worst_png, extra=extra, shape=args.hint_shape)
     except (FileNotFoundError, ValueError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .images import to_uint8
 from .losses import read_state_dict
 
 # torchvision's IMAGENET1K_V1 file names, in the order "auto" tries them: AlexNet is the LPIPS
@@ -84,11 +85,6 @@ def _build_fid(path: Path):
         raise ValueError(f"{path} is not the FID Inception state dict: {str(err).splitlines()[0]}") from None
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> [0, 255] uint8, what the FID extractor takes."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 class ExtraMetrics:
     """Accumulates LPIPS and FID over (pred, target) batches, (B, 3, H, W) in [-1, 1], any H, W.
 
@@ -126,8 +122,8 @@ class ExtraMetrics:
                 self.lpips_sum += scores.sum().item()
                 self.lpips_count += scores.numel()
         if self.fid is not None:
-            self.fid.update(_to_uint8(target), real=True)
-            self.fid.update(_to_uint8(pred), real=False)
+            self.fid.update(to_uint8(target), real=True)
+            self.fid.update(to_uint8(pred), real=False)
             self.fid_count += pred.shape[0]
 
     def result(self) -> dict:

@@ -1,8 +1,8 @@
 """Colour hints simulated from the target, batched on the target's device.
 
-Three modes per sample (``MODES``, index = ``Hints.mode``): "none"; "spatial" (patches of the
-target's colour at chosen places, as a user paints them); "palette" (the target's dominant colours,
-no spatial information). In training the hints are *denoised* on purpose: most of them zeroed out,
+Three modes per sample (``HintMode``; ``MODES`` are their names): "none"; "spatial" (patches of
+the target's colour at chosen places, as a user paints them); "palette" (the target's dominant
+colours, no spatial information). In training the hints are *denoised* on purpose: most of them zeroed out,
 colours jittered, the map softened, so the model learns to spread a few hints instead of copying
 them. ``denoise=False`` gives clean hints, as evaluation and the demo use.
 
@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import IntEnum
 
 import torch
 import torch.nn.functional as F
 
-MODES = ("none", "spatial", "palette")
+
+
+class HintMode(IntEnum):
+    """What a sample is given besides its line art; the value is what ``Hints.mode`` holds."""
+
+    NONE = 0  # line art only
+    SPATIAL = 1  # colour at places (painted strokes, simulated as patches)
+    PALETTE = 2  # a few colours for the whole image, no places
+
+
+MODES = tuple(mode.name.lower() for mode in HintMode)  # ("none", "spatial", "palette"): config and metric names
 WHITE_LEVEL = 0.92  # in [0, 1]: a pixel with every channel above this is paper
 DARK_LEVEL = 0.2  # in [0, 1]: a pixel with every channel below this is line ink
 PALETTE_BINS = 8  # per channel: colours are grouped on an 8x8x8 grid to find the dominant ones
@@ -31,7 +42,7 @@ class Hints:
     spatial: torch.Tensor  # (B, 4, H, W): colour * mask in [-1, 1], mask in [0, 1]
     palette: torch.Tensor  # (B, K, 3) in [-1, 1], zero where not kept
     palette_keep: torch.Tensor  # (B, K) in {0, 1}
-    mode: torch.Tensor  # (B,) long: index into MODES
+    mode: torch.Tensor  # (B,) long: a HintMode value per sample
 
     def to(self, device) -> "Hints":
         return Hints(self.spatial.to(device), self.palette.to(device), self.palette_keep.to(device),
@@ -85,14 +96,12 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> to
 
 class HintSampler:
     """Draws hints from targets. cfg: HintConfig; palette_size: K of the model's palette input.
-
-    Reads ``cfg.strokes`` (probability that a drawn spatial hint is a stroke) when the config has it,
-    else no strokes."""
+    ``strokes``: probability that a spatial hint of the random draw is a stroke (``cfg.strokes``)."""
 
     def __init__(self, cfg, palette_size: int):
         self.cfg = cfg
         self.palette_size = palette_size
-        self.strokes = float(getattr(cfg, "strokes", 0.0))
+        self.strokes = float(cfg.strokes)
 
     @staticmethod
     def _rand(*shape, device, generator) -> torch.Tensor:
@@ -112,10 +121,11 @@ class HintSampler:
         return torch.floor(torch.log(u) / math.log1p(-p)).clamp(max=cfg.max_patches).long()
 
     def spatial(self, target, num_patches: int | None = None, denoise: bool = True, placement: str | None = None,
-                generator=None) -> torch.Tensor:
+                generator=None, strokes: float = 0.0) -> torch.Tensor:
         """Spatial hint map (B, 4, H, W) for target (B, 3, H, W) in [-1, 1].
 
-        Patches per image: ``patch_counts`` (training), or exactly ``num_patches`` (evaluation).
+        Patches per image: ``patch_counts`` (training, strokes with probability ``self.strokes``), or
+        exactly ``num_patches`` (evaluation, strokes with probability ``strokes``).
         Each patch: side uniform in [patch_min, patch_max]; centred (clamped inside the image) on a
         uniform pixel, or with placement "color" on a random colour-region pixel of its image
         (uniform if that image has none); colour = the target's mean colour over the patch. In the
@@ -133,7 +143,7 @@ class HintSampler:
             counts, slots, strokes = self.patch_counts(batch, device, generator), cfg.max_patches, self.strokes
         else:
             counts = torch.full((batch,), num_patches, device=device, dtype=torch.long)
-            slots, strokes = num_patches, 0.0  # the evaluation protocol counts square patches
+            slots = num_patches
         if slots == 0:
             return torch.zeros(batch, 4, height, width, device=device)
         sides = self._randint(cfg.patch_min, cfg.patch_max, batch, slots, device=device, generator=generator)  # (B, N)
@@ -241,28 +251,28 @@ class HintSampler:
         hints.mode = mode
         if probs.get("spatial", 0) > 0:
             spatial = self.spatial(target, denoise=denoise, generator=generator)
-            hints.spatial = spatial * (mode == 1).view(batch, 1, 1, 1).float()
+            hints.spatial = spatial * (mode == HintMode.SPATIAL).view(batch, 1, 1, 1).float()
         if probs.get("palette", 0) > 0:
             palette, keep = self.palette(target, generator=generator)
-            use = (mode == 2).float()
+            use = (mode == HintMode.PALETTE).float()
             hints.palette, hints.palette_keep = palette * use.view(batch, 1, 1), keep * use.view(batch, 1)
         return hints
 
 
 def clean_hints(sampler: HintSampler, color: torch.Tensor, mode: str, num_patches: int, generator,
-                placement: str | None = None) -> Hints:
+                placement: str | None = None, strokes: float = 0.0) -> Hints:
     """Undenoised hints of one mode for every image, as a user gives them (validation, evaluation):
-    ``num_patches`` square patches (placed by ``placement``, default the sampler config's), or the
-    palette_max most frequent colours."""
+    ``num_patches`` square patches (placed by ``placement``, default the sampler config's; each a
+    stroke with probability ``strokes``), or the palette_max most frequent colours."""
     batch, _, height, width = color.shape
     hints = empty_hints(batch, height, width, sampler.palette_size, color.device)
     if mode == "spatial":
         hints.spatial = sampler.spatial(color, num_patches=num_patches, denoise=False, placement=placement,
-                                        generator=generator)
+                                        generator=generator, strokes=strokes)
     elif mode == "palette":
         hints.palette, hints.palette_keep = sampler.palette(color, num_colors=sampler.cfg.palette_max,
                                                             generator=generator)
     elif mode != "none":
         raise ValueError(f"unknown hint mode {mode!r}: use one of {', '.join(MODES)}")
-    hints.mode = torch.full((batch,), MODES.index(mode), dtype=torch.long, device=color.device)
+    hints.mode = torch.full((batch,), HintMode[mode.upper()], dtype=torch.long, device=color.device)
     return hints

@@ -22,23 +22,17 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from safetensors.torch import load_file
 
-from .checkpoint import EXPORT_FORMAT
+from .checkpoint import GeneratorFile, ModelLoadError, read_generator
 from .config import Config, ConfigError, from_dict, image_size
+from .images import flatten_image, to_pil, to_signed
 from .models import build_generator
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # larger inputs are refused: decoding and resizing them costs memory
 HINT_ALPHA_THRESHOLD = 128  # stroke alpha (0-255) above which a pixel is a hint: ignores anti-aliased edges
 HINT_COVERAGE = 0.1  # fraction of a working-size pixel that hinted pixels must cover to hint it
-EXPORT_WEIGHTS = "generator.safetensors"
-EXPORT_CONFIG = "config.json"
 
 PaletteEntry = Union[str, Sequence[int]]
-
-
-class ModelLoadError(ValueError):
-    """The path is not a usable colorizer export or checkpoint; the message says which and why."""
 
 
 def parse_color(entry: PaletteEntry) -> tuple:
@@ -75,29 +69,6 @@ def _check_image(image, what: str) -> None:
     if not isinstance(image, Image.Image):
         raise TypeError(f"{what} must be a PIL.Image.Image, got {type(image).__name__} "
                         f"(open files with PIL.Image.open(path))")
-
-
-def line_to_grey(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit greyscale on white: transparency composited on white paper, 16-bit and
-    float images scaled (not clipped), palette and CMYK images converted through RGB."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        return Image.fromarray(np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        scale = 255.0 if values.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(values * scale + 0.5, 0, 255).astype(np.uint8), "L")
-    if image.mode in ("P", "PA", "RGBA", "LA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(paper, rgba).convert("L")
-    if image.mode == "L":
-        return image
-    try:
-        return image.convert("RGB").convert("L")
-    except ValueError as err:
-        raise ValueError(f"cannot read an image of mode {image.mode}: {err}") from None
 
 
 def fit_size(height: int, width: int, box: tuple, multiple: int) -> tuple:
@@ -159,90 +130,32 @@ class Colorizer:
     def load(cls, path, device=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> "Colorizer":
         """From an export folder (``runs/NAME/export``, its config.json or generator.safetensors, or
         the run folder holding it) or a training checkpoint ``.pt`` (weights-only: no pickled code runs)."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no model at {path}: pass an export folder (runs/NAME/export) or a "
-                                    f"training checkpoint (runs/NAME/checkpoints/best.pt)")
-        if path.is_dir() and not (path / EXPORT_CONFIG).is_file() and (path / "export" / EXPORT_CONFIG).is_file():
-            path = path / "export"
-        if path.is_dir():
-            if not (path / EXPORT_CONFIG).is_file():
-                raise ModelLoadError(f"{path} is not a colorizer export folder: it has no {EXPORT_CONFIG} (expected "
-                                     f"{EXPORT_CONFIG} + {EXPORT_WEIGHTS}, as training writes to runs/NAME/export)")
-            return cls._load_export(path, device, max_pixels)
-        if path.name == EXPORT_CONFIG or path.suffix == ".safetensors":
-            return cls._load_export(path.parent, device, max_pixels)
-        return cls._load_checkpoint(path, device, max_pixels)
+        return cls.from_file(read_generator(path), device, max_pixels)
 
     @classmethod
-    def _load_export(cls, folder: Path, device, max_pixels: int) -> "Colorizer":
-        config_path, weights_path = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
-        try:
-            meta = json.loads(config_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelLoadError(f"{config_path} is not a readable colorizer export config: {err}") from None
-        if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT or "config" not in meta:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ModelLoadError(f"{config_path} is not a colorizer export "
-                                 f"(format {found!r}, expected {EXPORT_FORMAT!r})")
-        if not weights_path.is_file():
-            raise ModelLoadError(f"{folder} has {EXPORT_CONFIG} but no {EXPORT_WEIGHTS}")
-        try:
-            state = load_file(str(weights_path), device="cpu")
-        except Exception as err:  # safetensors raises its own error types for truncated/invalid files
-            raise ModelLoadError(f"{weights_path} cannot be read as safetensors: {str(err).splitlines()[0]}") from None
-        return cls._build(meta["config"], state, str(config_path), meta.get("step", 0), meta.get("metrics") or {},
-                          str(meta.get("run_name", "")), str(folder), device, max_pixels)
-
-    @classmethod
-    def _load_checkpoint(cls, path: Path, device, max_pixels: int) -> "Colorizer":
-        try:
-            # weights_only: a checkpoint can come from anywhere, and unpickling arbitrary objects runs code.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ModelLoadError(
-                f"{path} cannot be loaded safely as a weights-only checkpoint (only tensors, numbers, strings, "
-                f"lists and dicts are allowed): {str(err).splitlines()[0][:300]}") from None
-        if not isinstance(state, dict) or "config" not in state:
-            raise ModelLoadError(f"{path} is not a colorizer training checkpoint (no 'config' entry)")
-        weights = next((state[k] for k in ("generator_ema", "generator") if isinstance(state.get(k), dict)), None)
-        if weights is None:
-            raise ModelLoadError(f"{path} holds no generator weights ('generator_ema' or 'generator')")
-        run_name = ""
-        if isinstance(state["config"], dict):
-            run_name = str(state["config"].get("train", {}).get("name", "") or "")
-        return cls._build(state["config"], weights, str(path), state.get("step", 0), state.get("metrics") or {},
-                          run_name or path.parent.parent.name, str(path), device, max_pixels)
-
-    @classmethod
-    def _build(cls, config_dict, weights: dict, where: str, step, metrics, run_name: str, source: str,
-               device, max_pixels: int) -> "Colorizer":
-        if not isinstance(config_dict, dict):
-            raise ModelLoadError(f"the config stored in {where} is not a dict")
+    def from_file(cls, stored: GeneratorFile, device=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> "Colorizer":
+        """Rebuild the generator that ``checkpoint.read_generator`` read; ModelLoadError if it does not fit."""
         # Training stores notes beside the config sections (e.g. perceptual_status): plain values
         # that are not sections are not configuration. Unknown sections and keys stay errors.
         sections = {f.name for f in dataclasses.fields(Config)}
-        notes = {k: v for k, v in config_dict.items() if k not in sections and not isinstance(v, dict)}
+        notes = {k: v for k, v in stored.config.items() if k not in sections and not isinstance(v, dict)}
         try:
-            config = from_dict({k: v for k, v in config_dict.items() if k not in notes})
+            config = from_dict({k: v for k, v in stored.config.items() if k not in notes})
         except ConfigError as err:
-            raise ModelLoadError(f"the config stored in {where}: {err}") from None
+            raise ModelLoadError(f"the config stored in {stored.where}: {err}") from None
         try:
             generator = build_generator(config.model)
         except ValueError as err:
-            raise ModelLoadError(f"cannot build the generator described in {where}: {err}") from None
-        # Training checkpoints store the EMA as torch.optim.swa_utils.AveragedModel: its keys carry a
-        # "module." prefix (as DDP / torch.compile wrappers do) and a step counter the generator lacks.
-        weights = {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in weights.items() if k != "n_averaged"}
+            raise ModelLoadError(f"cannot build the generator described in {stored.where}: {err}") from None
         try:
-            generator.load_state_dict(weights, strict=True)
+            generator.load_state_dict(stored.weights, strict=True)
         except RuntimeError as err:
             details = " ".join(str(err).split())[:500]
-            raise ModelLoadError(f"the generator weights in {source} do not match its config "
+            raise ModelLoadError(f"the generator weights in {stored.source} do not match its config "
                                  f"({config.model.generator}, depth {config.model.depth}): {details}") from None
-        metrics = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor))}
-        model = cls(generator.float(), config, step=int(step), metrics=metrics, run_name=run_name, source=source,
-                    max_pixels=max_pixels, device=device)
+        metrics = {str(k): float(v) for k, v in stored.metrics.items() if isinstance(v, (int, float, torch.Tensor))}
+        model = cls(generator.float(), config, step=stored.step, metrics=metrics, run_name=stored.run_name,
+                    source=stored.source, max_pixels=max_pixels, device=device)
         model.notes = {str(k): v for k, v in notes.items()}
         return model
 
@@ -291,9 +204,9 @@ class Colorizer:
         width, height = line_art.size
         scaled_h, scaled_w, padded_h, padded_w = fit_size(height, width, self.box, self.multiple)
 
-        grey = line_to_grey(line_art).resize((scaled_w, scaled_h), Image.Resampling.BICUBIC)
-        line = np.ones((padded_h, padded_w), np.float32)  # white paper in the padding
-        line[:scaled_h, :scaled_w] = np.asarray(grey, np.float32) / 127.5 - 1
+        grey = flatten_image(line_art, "L").resize((scaled_w, scaled_h), Image.Resampling.BICUBIC)
+        line = torch.ones(padded_h, padded_w)  # white paper in the padding
+        line[:scaled_h, :scaled_w] = to_signed(np.asarray(grey))
         spatial = np.zeros((4, padded_h, padded_w), np.float32)  # zeros = no hint, also in the padding
         if hints is not None:
             self._check_pixels(hints, "the hints")
@@ -307,15 +220,14 @@ class Colorizer:
         palette_t = torch.zeros(1, self.palette_size, 3)
         keep = torch.zeros(1, self.palette_size)
         if colors:
-            palette_t[0, : len(colors)] = torch.tensor(colors, dtype=torch.float32) / 127.5 - 1
+            palette_t[0, : len(colors)] = to_signed(torch.tensor(colors, dtype=torch.uint8))
             keep[0, : len(colors)] = 1
 
         with self._lock, torch.inference_mode():
-            out = self.generator(torch.from_numpy(line)[None, None].to(self.device),  # (1, 1, H, W)
+            out = self.generator(line[None, None].to(self.device),  # (1, 1, H, W)
                                  torch.from_numpy(spatial)[None].to(self.device),  # (1, 4, H, W)
                                  palette_t.to(self.device), keep.to(self.device))  # (1, 3, H, W) in [-1, 1]
-        pixels = ((out[0, :, :scaled_h, :scaled_w].float().cpu() + 1) * 127.5).round().clamp(0, 255)
-        result = Image.fromarray(pixels.to(torch.uint8).permute(1, 2, 0).numpy(), "RGB")
+        result = to_pil(out[0, :, :scaled_h, :scaled_w])
         if result.size != (width, height):
             result = result.resize((width, height), Image.Resampling.BICUBIC)
         return result

@@ -82,21 +82,6 @@ def recon_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     raise ValueError(f"unknown reconstruction loss {kind!r}: use mse or l1")
 
 
-def hint_fidelity(pred: torch.Tensor, spatial_hint: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Mean absolute error, in [0, 1] units, between pred (B, 3, H, W) and the hint colour at the
-    hinted pixels of the whole batch (mask > threshold; colour = hint[:3] / mask), over pixels and
-    channels. A scalar, differentiable in pred; NaN when the batch has no hinted pixel, so an
-    average over batches or modes can skip it (``torch.nanmean``) instead of counting a fake 0.
-    Per-image values for reports: ``metrics.hint_error``."""
-    spatial_hint = spatial_hint.float()
-    mask = spatial_hint[:, 3:4]  # (B, 1, H, W) in [0, 1]
-    hinted = (mask > threshold).float()  # (B, 1, H, W) in {0, 1}
-    colour = spatial_hint[:, :3] / mask.clamp_min(1e-6)  # (B, 3, H, W) in [-1, 1] where hinted
-    err = (pred.float() - colour).abs() / 2 * hinted  # (B, 3, H, W): |difference| in [0, 1] units
-    count = hinted.sum() * 3
-    return torch.where(count > 0, err.sum() / count.clamp_min(1.0), torch.full_like(count, float("nan")))
-
-
 def vgg_features(net: str, length: int) -> nn.Sequential:
     """The first ``length`` layers of torchvision's ``vgg16/vgg19(...).features``, same indices (so
     its state dict keys ``features.N.*`` load), without building the 120M-parameter classifier.

@@ -2,7 +2,7 @@
 [--start 1e-6] [--end 1e-1] [--steps 100] [--out lr_find.png]``.
 
 Trains the configured generator and discriminator from scratch on real batches of the train split
-(D step, then G step, as ``training.train`` does) while the generator's learning rate rises
+(the training iteration itself, ``step.train_step``: D step, then G step) while the generator's learning rate rises
 geometrically from --start to --end; the discriminator's follows at the config's lr_d / lr_g ratio.
 Each step records G's total loss (gan_weight * adversarial + recon_weight * recon + perceptual_weight
 * perceptual). The test stops early when the loss diverges: not finite, or its running average above
@@ -19,16 +19,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .config import ConfigError, parse_cli, to_dict
-from .data import ensure_dataset
-from .hints import HintSampler, curriculum_probs
-from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, gradient_penalty, recon_loss
-from .models import build_discriminator, build_generator
-from .runtime import DistInfo, amp_dtype, augment, pick_device, seed_everything
-from .training import TrainingError, make_train_stream
+from .data import ensure_dataset, make_train_stream
+from .runtime import DistInfo, TrainingError, pick_device, seed_everything
+from .step import build_parts, prepare_inputs, train_step
 
 DIVERGENCE = 4.0  # stop when the running loss exceeds this multiple of its best (the fastai rule)
 RUNNING_BETA = 0.9  # EMA factor of that running loss: about 10 steps of memory, so one bad batch is no divergence
@@ -61,74 +57,30 @@ def suggest_lr(lrs, smoothed) -> float:
     return float(lrs[int(np.argmin(slopes))])
 
 
-def update(loss: torch.Tensor, optimizer, module: torch.nn.Module, scaler, grad_clip: float) -> None:
-    scaler.scale(loss).backward()
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
-    scaler.step(optimizer)
-
-
 def range_test(cfg, lrs: list) -> dict:
-    """Train from scratch with lr_g = lrs[i] at step i; returns the lrs reached, G's total loss at
-    each, why the test stopped early (None if it did not) and the perceptual loss status."""
+    """Train from scratch with lr_g = lrs[i] at step i (``step.train_step``, as training runs it);
+    returns the lrs reached, G's total loss at each, why the test stopped early (None if it did not)
+    and the perceptual loss status."""
     device = pick_device(cfg.train.device, DistInfo())
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     root = ensure_dataset(cfg.data)
     stream = make_train_stream(cfg, root, DistInfo(), cfg.train.batch_size)
-    generator = build_generator(cfg.model).to(device)
-    discriminator = build_discriminator(cfg.model).to(device)
-    perceptual = PerceptualLoss(cfg.loss).to(device)
-    hint_sampler = HintSampler(cfg.hints, cfg.model.palette_size)
-    probs = curriculum_probs(cfg.hints, 0.0)  # the hint mix training starts with
+    parts = build_parts(cfg, device)
     d_ratio = cfg.train.lr_d / cfg.train.lr_g
-    betas = (cfg.train.beta1, cfg.train.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lrs[0], betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lrs[0] * d_ratio, betas=betas)
-    dtype = amp_dtype(cfg.train.amp, device)
-    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    print(f"lr_find on {root} | device {device} | amp {dtype or 'fp32'} | lr_d = {d_ratio:g} x lr_g | "
-          f"perceptual {perceptual.status}", flush=True)
+    print(f"lr_find on {root} | device {device} | amp {parts.amp_dtype or 'fp32'} | lr_d = {d_ratio:g} x lr_g | "
+          f"perceptual {parts.perceptual.status}", flush=True)
 
     seen, losses, stopped, running, best = [], [], None, 0.0, math.inf
     with tqdm(lrs, desc="lr_find", disable=not cfg.log.progress, dynamic_ncols=True) as bar:
         for step, lr in enumerate(bar):
-            opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"] = lr, lr * d_ratio
-            batch = next(stream)
-            line, color = augment(batch["line"].to(device), batch["color"].to(device), cfg.data.crop, cfg.data.hflip)
-            hints = hint_sampler.sample(color, probs)
-            d_hint = hints.spatial if cfg.model.disc_hints else None
-
-            # D step: real pairs up, fakes (detached) down.
-            opt_d.zero_grad(set_to_none=True)
-            with autocast:
-                fake = generator(line, hints.spatial, hints.palette, hints.palette_keep)  # (B, 3, H, W) in [-1, 1]
-                d_loss = d_adv_loss(discriminator(line, color, d_hint), discriminator(line, fake.detach(), d_hint),
-                                    cfg.loss.gan)
-            if cfg.loss.gp != "none":
-                d_loss = d_loss + cfg.loss.gp_weight * gradient_penalty(discriminator, line, color, d_hint, cfg.loss.gp)
-            if not torch.isfinite(d_loss):
-                stopped = f"D loss not finite at lr_g {lr:.3g}"
+            parts.opt_g.param_groups[0]["lr"], parts.opt_d.param_groups[0]["lr"] = lr, lr * d_ratio
+            line, color, hints, _ = prepare_inputs(parts, next(stream), 0.0)  # the hint mix training starts with
+            result = train_step(parts, line, color, hints)
+            loss = result.g_total.item()  # CPU-GPU sync point
+            if not (result.ok and math.isfinite(loss)):
+                failed = ", ".join(result.culprits()) or ("D" if not result.d_ok else "G") + " gradients"
+                stopped = f"{failed} not finite at lr_g {lr:.3g}"
                 break
-            update(d_loss, opt_d, discriminator, scaler, cfg.train.grad_clip)
-
-            # G step: D frozen; the recorded loss is this total.
-            discriminator.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            with autocast:
-                g_loss = (cfg.loss.gan_weight * g_adv_loss(discriminator(line, fake, d_hint), cfg.loss.gan)
-                          + cfg.loss.recon_weight * recon_loss(fake.float(), color, cfg.loss.recon))
-            if perceptual.enabled:
-                g_loss = g_loss + cfg.loss.perceptual_weight * perceptual(fake.float(), color)
-            discriminator.requires_grad_(True)
-            loss = g_loss.item()  # CPU-GPU sync point
-            if not math.isfinite(loss):
-                stopped = f"G loss not finite at lr_g {lr:.3g}"
-                break
-            update(g_loss, opt_g, generator, scaler, cfg.train.grad_clip)
-            scaler.update()  # once per iteration, for both optimisers
-
             seen.append(lr)
             losses.append(loss)
             running = RUNNING_BETA * running + (1 - RUNNING_BETA) * loss
@@ -143,7 +95,7 @@ def range_test(cfg, lrs: list) -> dict:
         raise TrainingError(f"{stopped} on the very first step: lower --start, or check the config "
                             f"(train.amp=fp32, loss weights)")
     return {"lr": seen, "loss": losses, "stopped": stopped, "lr_d_ratio": d_ratio,
-            "perceptual_status": perceptual.status, "device": str(device)}
+            "perceptual_status": parts.perceptual.status, "device": str(device)}
 
 
 def plot(points: list, suggested: float, title: str, path: Path) -> None:

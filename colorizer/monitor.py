@@ -10,14 +10,14 @@ import math
 import os
 import socket
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
-from torchvision.utils import make_grid
+from tqdm import tqdm
 
 
 def git_commit() -> str:
@@ -44,21 +44,6 @@ def _wandb_mode(requested: str) -> str:
     except OSError:
         pass
     return "offline"
-
-
-def to_uint8_image(grid: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 (wandb.Image of floats would come out black)."""
-    return ((grid.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-
-def save_grid(rows: list, path: Path) -> np.ndarray:
-    """``rows``: list of (N, 3, H, W) tensors in [-1, 1], each a column kind; writes a PNG."""
-    tiles = torch.stack(rows, dim=1).flatten(0, 1)  # (N * columns, 3, H, W), row-major
-    grid = make_grid(tiles.float().cpu(), nrow=len(rows), padding=2, pad_value=1.0)
-    image = to_uint8_image(grid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-    return image
 
 
 class ActivationProbe:
@@ -101,9 +86,51 @@ def grad_norms(model: nn.Module) -> dict:
     return out
 
 
+def duration(seconds: float) -> str:
+    """3725 -> '1 h 2 min'; 95 -> '2 min'; 20 -> '20 s'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+class Pace:
+    """The run's estimated duration, said once after its first steps. The first step of a launch
+    (warm-up: allocation, cuDNN autotuning, the data cache) is not counted."""
+
+    LONG_S = 24 * 3600  # beyond this, a smaller recipe or a GPU is suggested
+
+    def __init__(self, start_step: int, steps: int, measure: int = 10):
+        self.start, self.steps, self.measure = start_step, steps, measure
+        self.t0 = None
+        self.said = False
+
+    def update(self, step: int) -> str | None:
+        """Call after each step with the number of steps done; returns the line to print, once."""
+        if self.said or step < self.start + 1:
+            return None
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+            return None
+        counted = step - self.start - 1
+        if counted < self.measure and step < self.steps:
+            return None
+        self.said = True
+        per_step = (time.perf_counter() - self.t0) / max(counted, 1)
+        left = (self.steps - step) * per_step
+        text = (f"pace: {per_step:.3g} s/step here; the remaining {self.steps - step:,} steps take about "
+                f"{duration(left)} (plus validation and checkpoints)")
+        if left > self.LONG_S:
+            text += (". That is more than a day: on a machine without a GPU, `python train.py experiments/cpu.yaml` "
+                     "trains a small model in about an hour; the full recipe is meant for a GPU")
+        return text
+
+
 class Monitor:
-    def __init__(self, cfg, run_dir: Path, config_dict: dict, run_name: str, resume_id: str | None):
+    def __init__(self, cfg, run_dir: Path, config_dict: dict, run_name: str, resume_id: str | None,
+                 start_step: int = 0):
         self.cfg = cfg
+        self.pace = Pace(start_step, cfg.train.steps)
         self.run_dir = Path(run_dir)
         self.log_path = self.run_dir / "log.jsonl"
         self.wandb = None
@@ -135,6 +162,16 @@ class Monitor:
             self.wandb.log({k: v for k, v in values.items()
                             if not (isinstance(v, float) and math.isnan(v))}, step=step)
 
+    def message(self, text: str) -> None:
+        """A line for the person watching the console, printed above the progress bar."""
+        tqdm.write(text)
+
+    def step_done(self, step: int) -> None:
+        """Count a finished step; says the estimated duration once, after the first steps."""
+        text = self.pace.update(step)
+        if text:
+            self.message(text)
+
     def image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None:
         if self.wandb:
             self.wandb.log({key: self.wandb.Image(image, caption=caption)}, step=step)
@@ -159,6 +196,28 @@ class Monitor:
     def finish(self) -> None:
         if self.wandb:
             self.wandb.finish()
+
+
+def log_histograms(monitor, generator: nn.Module, discriminator: nn.Module, probe: ActivationProbe,
+                   before: dict | None, step: int) -> None:
+    """Weight and gradient histograms of G and D, G's update-to-weight ratio per tensor (``before``:
+    G's weights before the step) and the probe's pre-activations and dead-ReLU fractions."""
+    values, scalars = {}, {}
+    for prefix, model in (("g", generator), ("d", discriminator)):
+        for n, p in model.named_parameters():
+            values[f"weights_{prefix}/{n}"] = p.detach()
+            if p.grad is not None:
+                values[f"grads_{prefix}/{n}"] = p.grad.detach()
+    for n, p in generator.named_parameters():
+        if before is not None and n in before:
+            change = (p.detach() - before[n]).norm() / before[n].norm().clamp_min(1e-12)
+            scalars[f"update_ratio_g/{n}"] = change.item()
+    for layer, (dead, sample) in probe.stats.items():
+        values[f"preact_g/{layer}"] = sample
+        scalars[f"dead_relu_g/{layer}"] = dead
+    monitor.histograms(values, step)
+    monitor.log(scalars, step)
+    probe.stats.clear()
 
 
 class NullMonitor:

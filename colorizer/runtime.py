@@ -1,15 +1,21 @@
-"""Where and how training runs: device, precision, DDP from the torchrun environment, seeds,
-resumable data order and batched on-device augmentation."""
+"""Where and how training runs: device, precision, DDP from the torchrun environment, stopping
+together, seeds, resumable data order and batched on-device augmentation."""
 from __future__ import annotations
 
 import os
 import random
+import signal
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch.utils.data import Sampler
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on; the message says why and what to do."""
 
 
 @dataclass
@@ -37,8 +43,117 @@ def setup_distributed(device_pref: str) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(info.local_rank)
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        store = store_after_restart(info)
+        if store is None:
+            torch_dist.init_process_group(backend=backend)
+        else:
+            torch_dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
+    hazard = restart_hazard()
+    if hazard and info.is_main:
+        warnings.warn(hazard, stacklevel=2)
     return info
+
+
+def close_distributed() -> None:
+    """Leave the process group (if any) before the interpreter exits, on success and on errors alike:
+    a gloo or NCCL group torn down at exit while a peer is gone can abort the process."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def elastic_restart_count() -> int:
+    """How many times torchrun has restarted this worker group (0 on the first start or without torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def store_after_restart(info: DistInfo):
+    """The key-value store for a worker group that torchrun restarted on one node; None otherwise.
+
+    torchrun's c10d rendezvous lends its own TCPStore to the workers and keeps it across restarts,
+    so a restarted group finds the dead group's addresses there and hangs while connecting
+    (PyTorch issue 135712). On one node a single agent counts the restarts, so every worker agrees on
+    TORCHELASTIC_RESTART_COUNT, and it can name a fresh key space. Across nodes the counts can
+    differ: there torchrun must run with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (see README)."""
+    restarts = elastic_restart_count()
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if not (restarts and shared and os.environ.get("GROUP_WORLD_SIZE", "1") == "1"):
+        return None
+    agent_store = torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
+                                      is_master=False)
+    return torch_dist.PrefixStore(f"colorizer/restart{restarts}", agent_store)
+
+
+def restart_hazard() -> str | None:
+    """Why torchrun's restarts would hang this multi-node run (see ``store_after_restart``), or None."""
+    if (int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0
+            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            and os.environ.get("GROUP_WORLD_SIZE", "1") != "1"):
+        return ("torchrun shares its rendezvous store with the workers: after a restart on several nodes the new "
+                "worker group would hang while connecting (PyTorch issue 135712). Launch torchrun with "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment so that --max-restarts works.")
+    return None
+
+
+class StopControl:
+    """Why the training loop must stop, agreed between ranks at one point per iteration (``check``).
+
+    - SIGINT/SIGTERM on any rank: ``check`` returns True on every rank, which then save and stop.
+    - A condition after which one rank must not go on (the unreadable-file limit, a failed save):
+      ``fail(message)`` raises TrainingError at once in a single process; under DDP the rank keeps
+      going to the next ``check``, where every rank raises TrainingError with that rank's message. So
+      no rank is left waiting at a collective that a stopped rank will never reach.
+
+    Use as a context manager: it installs the signal handlers and restores the previous ones.
+    Under DDP ``check`` is one all_reduce of two numbers; an all_gather of the messages follows only
+    when a rank failed."""
+
+    def __init__(self, dist: DistInfo, device: torch.device):
+        self.dist, self.device = dist, device
+        self.signal: str | None = None  # the name of the signal that stopped the run
+        self.failure: str | None = None  # this rank's reason to stop, not yet agreed
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopControl":
+        def request_stop(signum, frame):
+            self.signal = signal.Signals(signum).name
+
+        self._previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def fail(self, message: str) -> None:
+        """This rank must stop: TrainingError now (one process) or at the next ``check`` on every rank."""
+        if not self.dist.enabled:
+            raise TrainingError(message)
+        self.failure = self.failure or message
+
+    def check(self) -> bool:
+        """True when a signal asks every rank to stop; TrainingError on every rank when one failed."""
+        stop, failed = self.signal is not None, self.failure is not None
+        if self.dist.enabled:  # CPU-GPU sync point, once per iteration
+            flags = torch.tensor([float(stop), float(failed)], device=self.device)
+            torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
+            stop, failed = (bool(v) for v in flags.tolist())
+            self.signal = self.signal or ("SIGTERM" if stop else None)
+        if failed:
+            messages = [None] * self.dist.world_size
+            torch_dist.all_gather_object(messages, self.failure)
+            rank, message = next((r, m) for r, m in enumerate(messages) if m)
+            raise TrainingError(self.failure or f"rank {rank} stopped the run: {message}")
+        return stop
+
+
+def ddp_weight_spread(model: torch.nn.Module, dist: DistInfo) -> float:
+    """Largest absolute difference of any weight of ``model`` between ranks (0 when in sync)."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    lo, hi = flat.clone(), flat.clone()
+    torch_dist.all_reduce(lo, op=torch_dist.ReduceOp.MIN)
+    torch_dist.all_reduce(hi, op=torch_dist.ReduceOp.MAX)
+    return float((hi - lo).max().item())
 
 
 def pick_device(preference: str, dist: DistInfo) -> torch.device:

@@ -1,7 +1,15 @@
-"""Pictures of what the model is given, for sample grids and the input check at the start of a run."""
+"""Pictures of what the model is given and makes: hint renderings and image grids, for the sample
+grids, the input check at the start of a run and the evaluation gallery."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from .images import to_uint8
 
 
 def hint_image(hints) -> torch.Tensor:
@@ -27,3 +35,15 @@ def hint_image(hints) -> torch.Tensor:
     hintless = (mask.flatten(1).amax(1) == 0) & ~keep.any(1)
     image[hintless] = 0.0  # mid grey in [-1, 1]
     return image.clamp(-1, 1)
+
+
+def save_grid(rows: list, path: Path) -> np.ndarray:
+    """``rows``: list of (N, 3, H, W) tensors in [-1, 1], one per column kind; writes a PNG with one
+    sample per row and returns it as (H, W, 3) uint8 (what W&B takes: float images come out black)."""
+    tiles = torch.stack([r.float().cpu() for r in rows], dim=1).flatten(0, 1)  # (N * columns, 3, H, W), row-major
+    grid = make_grid(tiles, nrow=len(rows), padding=2, pad_value=1.0)  # (3, H', W') in [-1, 1]
+    image = to_uint8(grid).permute(1, 2, 0).numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return image

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -21,10 +22,14 @@ import sys
 import time
 import warnings
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageOps
+from tqdm import tqdm
+
+from colorizer.images import flatten_image
 
 SPLITS = (("train", 0.7), ("val", 0.9), ("test", 1.0))  # cumulative upper bounds on the group hash
 OUTPUTS = ("line", "color", "manifest.jsonl", "report.json", "preview.png")  # what a run writes
@@ -32,6 +37,19 @@ OUTPUTS = ("line", "color", "manifest.jsonl", "report.json", "preview.png")  # w
 
 class PrepError(Exception):
     """The run cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One kind of input, declared by its own file (openmoji.py, folder.py, pairs.py) as ``SOURCE``:
+    its sub-command name, help, its own options (besides --out, --size, --workers, --overwrite) and
+    what runs it. ``__main__.SOURCES`` lists them."""
+
+    name: str  # the sub-command: python -m data_prep NAME
+    help: str  # one line in `python -m data_prep --help`
+    description: str  # the paragraph of `python -m data_prep NAME --help`
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]  # exit status: 0, or 1 when nothing usable was found
 
 
 def default_workers() -> int:
@@ -94,32 +112,13 @@ def open_image(path: Path) -> Image.Image:
             with Image.open(path) as im:
                 im.seek(0)  # GIF, multi-page TIFF: the first frame
                 im.load()
-                return to_rgb(ImageOps.exif_transpose(im))
+                return flatten_image(ImageOps.exif_transpose(im), "RGB")
     except Image.UnidentifiedImageError:
         raise ValueError("not an image") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ValueError("too many pixels (decompression bomb guard)") from None
     except Exception as err:  # noqa: BLE001  decoders raise many types on bad data; none may stop a run
         raise ValueError("corrupt or truncated image") from None
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB: transparency composited on white, 16-bit scaled (not clipped) to 8-bit."""
-    if im.mode.startswith("I;16") or im.mode == "I":
-        values = np.asarray(im).astype(np.float64)
-        # Mode I holds 16-bit PNG/TIFF data (0..65535) in old Pillows and 8-bit data after convert("I").
-        peak = 65535.0 if im.mode.startswith("I;16") or values.max() > 255 else 255.0
-        im = Image.fromarray((np.clip(values / peak, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
-    elif im.mode == "F":
-        values = np.asarray(im).astype(np.float64)
-        scale = 255.0 if values.max() <= 1.0 else 1.0
-        im = Image.fromarray(np.clip(values * scale + 0.5, 0, 255).astype(np.uint8), "L")
-    if im.mode == "P":
-        im = im.convert("RGBA")  # keeps a transparent palette entry as alpha
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return im.convert("RGB")
 
 
 def square(im: Image.Image, size: int) -> Image.Image:
@@ -148,6 +147,19 @@ def image_files(files: list, src: Path, report: dict) -> list:
         else:
             skip(report, "not an image file extension", rel_name(p, src))
     return images
+
+
+def collect(pool, work, items: list, report: dict, desc: str, chunksize: int = 4) -> list:
+    """Run ``work`` over ``items`` in the process ``pool`` with a progress bar. ``work`` returns
+    (records, failure): a record dict, a list of them or None, and (reason, name) or None. Returns
+    the records in the order of ``items``; each failure is recorded in ``report`` as skipped."""
+    records = []
+    for found, failed in tqdm(pool.imap(work, items, chunksize=chunksize), total=len(items), desc=desc,
+                              dynamic_ncols=True):
+        records += found if isinstance(found, list) else [found] if found else []
+        if failed:
+            skip(report, *failed)
+    return records
 
 
 def write_outputs(out: Path, records: list, report: dict, seed: int = 0) -> dict:

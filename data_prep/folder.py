@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .common import (finish, image_files, list_files, new_report, open_image, pair_id, prepare_out, rel_name, skip,
-                     split_for, square)
+from .common import (Source, collect, finish, image_files, list_files, new_report, open_image, pair_id, prepare_out,
+                     rel_name, skip, split_for, square)
+from .lineart import XDoG
 
 GREYSCALE = "essentially greyscale (mean chroma below --min-chroma)"
 EMPTY_LINES = "no line art found (smooth image: XDoG drew almost nothing)"
@@ -105,7 +106,6 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, styles: 
     report = new_report(str(src), size, len(files), styles=[x.describe() for x in styles],
                         min_size=min_size, min_chroma=min_chroma, near_distance=near_distance)
     candidates = image_files(files, src, report)
-    records = []
     with Pool(max(1, workers)) as pool:
         work = partial(inspect, root=src, min_size=min_size, min_chroma=min_chroma)
         usable = []
@@ -117,9 +117,46 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, styles: 
                 usable.append(item)
         kept, report["duplicates"] = dedupe(usable, near_distance)
         work = partial(convert_one, root=src, out=out, size=size, styles=tuple(styles))
-        for recs, failed in tqdm(pool.imap(work, [i["rel"] for i in kept], chunksize=4), total=len(kept),
-                                 desc="convert", dynamic_ncols=True):
-            records += recs
-            if failed:
-                skip(report, *failed)
+        records = collect(pool, work, [i["rel"] for i in kept], report, "convert")
     return finish(out, records, report, started)
+
+
+def add_arguments(parser) -> None:
+    defaults = XDoG()
+    parser.add_argument("src", help="folder of colour illustrations")
+    xdog = parser.add_argument_group("XDoG line extraction (sigma in output pixels)")
+    xdog.add_argument("--sigma", type=float, default=defaults.sigma,
+                      help=f"finer Gaussian sigma; bolder lines when larger (default {defaults.sigma})")
+    xdog.add_argument("--k", type=float, default=defaults.k, help=f"coarse/fine sigma ratio (default {defaults.k})")
+    xdog.add_argument("--tau", type=float, default=defaults.tau,
+                      help=f"weight of the coarse Gaussian, closer to 1 = fewer, cleaner lines "
+                           f"(default {defaults.tau}; "
+                           "Winnemoeller's p = tau / (1 - tau))")
+    xdog.add_argument("--epsilon", type=float, default=defaults.epsilon,
+                      help=f"threshold; lower = fewer lines (default {defaults.epsilon})")
+    xdog.add_argument("--phi", type=float, default=defaults.phi,
+                      help=f"threshold sharpness; larger = more binary (default {defaults.phi})")
+    xdog.add_argument("--styles", type=float, nargs="+", metavar="SIGMA",
+                      help="several line styles: one pair per sigma per image, in the image's group "
+                           "(e.g. --styles 0.6 0.9 1.3; replaces --sigma)")
+    parser.add_argument("--min-size", type=int, default=128,
+                        help="skip images whose short side is smaller (px, default 128)")
+    parser.add_argument("--min-chroma", type=float, default=0.03,
+                        help="skip images whose mean chroma (max-min of RGB, 0..1) is lower: greyscale (default 0.03)")
+    parser.add_argument("--near-distance", type=int, default=6,
+                        help="perceptual-hash bits (of 64) within which two images are near duplicates "
+                             "(default 6; 0 = remove exact duplicates only)")
+
+
+def run_args(args) -> int:
+    styles = [XDoG(sigma, args.k, args.tau, args.epsilon, args.phi) for sigma in (args.styles or [args.sigma])]
+    return run(args.src, args.out, args.size, args.workers, args.overwrite, styles, args.min_size, args.min_chroma,
+               args.near_distance)
+
+
+SOURCE = Source(
+    name="folder", help="a folder tree of colour illustrations; line art extracted with XDoG",
+    description="Import colour illustrations (PNG, JPEG, WebP, BMP, TIFF, GIF first frame; searched recursively). "
+                "Resized so the short side is --size, centre-cropped, line art extracted with XDoG. Corrupt, tiny "
+                "and greyscale files and duplicates are left out and listed in report.json.",
+    add_arguments=add_arguments, run=run_args)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from .common import finish, new_report, prepare_out, skip, split_for
+from .common import Source, collect, finish, new_report, prepare_out, split_for
 
 LICENCE = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -92,13 +91,18 @@ def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0) -> 
     files = svg_files(limit)
     out = prepare_out(out, overwrite)
     report = new_report("openmoji", size, len(files), licence=LICENCE)
-    records = []
     with Pool(max(1, workers)) as pool:
-        work = partial(convert_one, out=out, size=size)
-        for record, failed in tqdm(pool.imap_unordered(work, files, chunksize=16), total=len(files),
-                                   desc="openmoji", dynamic_ncols=True):
-            if record:
-                records.append(record)
-            else:
-                skip(report, *failed)
+        records = collect(pool, partial(convert_one, out=out, size=size), files, report, "openmoji", chunksize=16)
     return finish(out, records, report, started)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--limit", type=int, default=0,
+                        help="only the first N SVGs sorted by name (0 = all; for tests)")
+
+
+SOURCE = Source(
+    name="openmoji", help="the embedded OpenMoji set: artist's line layer + colour render",
+    description=f"Render every OpenMoji SVG whole (colour) and with only its line group (line art). {LICENCE}.",
+    add_arguments=add_arguments,
+    run=lambda args: run(args.out, args.size, args.workers, args.overwrite, args.limit))

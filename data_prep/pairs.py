@@ -9,10 +9,9 @@ from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
-from tqdm import tqdm
 
-from .common import (finish, image_files, list_files, new_report, open_image, pair_id, prepare_out, rel_name, skip,
-                     split_for, square)
+from .common import (Source, collect, finish, image_files, list_files, new_report, open_image, pair_id,
+                     prepare_out, rel_name, split_for, square)
 
 LAYOUTS = ("color-left", "color-right")
 
@@ -49,13 +48,23 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, layout: 
     out = prepare_out(out, overwrite)
     report = new_report(str(src), size, len(files), layout=layout, min_size=min_size)
     images = image_files(files, src, report)
-    records = []
     with Pool(max(1, workers)) as pool:
         work = partial(convert_one, root=src, out=out, size=size, layout=layout, min_size=min_size)
-        for record, failed in tqdm(pool.imap(work, images, chunksize=4), total=len(images), desc="pairs",
-                                   dynamic_ncols=True):
-            if record:
-                records.append(record)
-            else:
-                skip(report, *failed)
+        records = collect(pool, work, images, report, "pairs")
     return finish(out, records, report, started)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("src", help="folder of pair images (searched recursively)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="color-left",
+                        help="which half holds the colour image (default color-left, as in the anime sketch "
+                             "colorization pairs dataset)")
+    parser.add_argument("--min-size", type=int, default=64, help="skip pairs whose halves are smaller (px, default 64)")
+
+
+SOURCE = Source(
+    name="pairs", help="side-by-side pair images (colour | sketch)",
+    description="Split side-by-side pair images into halves: the colour half and the sketch half (converted to "
+                "greyscale), each resized and centre-cropped to --size.",
+    add_arguments=add_arguments,
+    run=lambda args: run(args.src, args.out, args.size, args.workers, args.overwrite, args.layout, args.min_size))

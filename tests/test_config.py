@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from colorizer.config import ConfigError, from_dict, load_config, parse_cli, to_dict
+from colorizer.config import ConfigError, choose_experiment, from_dict, load_config, parse_cli, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +44,29 @@ def test_unknown_key_in_experiment_file(tmp_path):
         load_config(str(exp))
 
 
+@pytest.mark.parametrize("text, match", [
+    ("model: [unclosed\n", r"bad\.yaml:2:1: invalid YAML: while parsing a flow sequence"),
+    ("model:\n  depth: 3\n\tbase_channels: 8\n", r"bad\.yaml:3:1: invalid YAML: .*tab"),
+    ("- a list\n- not sections\n", r"bad\.yaml: an experiment file must be a mapping of sections"),
+])
+def test_malformed_experiment_yaml_names_file_line_and_column(tmp_path, text, match):
+    exp = tmp_path / "bad.yaml"
+    exp.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(str(exp))
+
+
+def test_train_cli_reports_malformed_yaml_without_a_traceback(tmp_path):
+    exp = tmp_path / "bad.yaml"
+    exp.write_text("model: [unclosed\n")
+    out = subprocess.run([sys.executable, "train.py", str(exp)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"error: {exp}:2:1: invalid YAML" in out.stderr
+
+
 @pytest.mark.parametrize("overrides, match", [
     (["--data.size=100"], "divisible"),
+    (["--hints.strokes=1.5"], "hints.strokes"),
     (["--hints.palette_max=12"], "palette_max"),
     (["--hints.drop_min=0.9", "--hints.drop_max=0.5"], "drop_min"),
     (["--hints.curriculum=[{at: 0.0, spatial: 0.5, palette: 0.1, none: 0.1}]"], "sum to 1"),
@@ -85,3 +106,17 @@ def test_train_cli_reports_bad_key_and_exits_2():
     out = subprocess.run([sys.executable, "train.py", "--train.bogus=3"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2
     assert "train.bogus" in out.stderr
+
+
+def test_train_chooses_the_cpu_recipe_only_without_a_gpu_and_without_an_experiment():
+    cpu = str(ROOT / "experiments" / "cpu.yaml")
+    argv, note = choose_experiment([], has_cuda=False)
+    assert argv == [cpu] and note.startswith("no GPU found: training experiments/cpu.yaml (about ")
+    assert "run on a GPU or pass experiments/curriculum.yaml" in note
+    assert parse_cli(argv).data.size == 96 and parse_cli(argv).hints.curriculum == load_config().hints.curriculum
+    argv, note = choose_experiment(["--train.steps=5"], has_cuda=False)  # overrides still apply, on top
+    assert argv == [cpu, "--train.steps=5"] and parse_cli(argv).train.steps == 5
+    assert choose_experiment([], has_cuda=True) == ([], None)  # a GPU: the full default recipe
+    for has_cuda in (False, True):  # an explicit experiment is obeyed as written
+        assert choose_experiment(["experiments/baseline.yaml", "--train.steps=5"], has_cuda) == (
+            ["experiments/baseline.yaml", "--train.steps=5"], None)

@@ -1,4 +1,5 @@
-"""colorizer.data: reading the prepared format, paired augmentation, cache, failures, samplers."""
+"""colorizer.data: reading the prepared format, cache, failures; and the training stream built on it
+(rank shards, seeded order, resumable position, paired on-device augmentation)."""
 import json
 import logging
 from pathlib import Path
@@ -7,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DistributedSampler
 
-from colorizer.config import DataConfig
+from colorizer.config import DataConfig, load_config
 from colorizer import data as data_module
-from colorizer.data import PairDataset, build_loader, ensure_dataset, mean_color
+from colorizer.data import PairDataset, ensure_dataset, make_train_stream, mean_color
+from colorizer.runtime import DistInfo
+from colorizer.step import build_parts, prepare_inputs
 
 MARK = (8, 4)  # (row, column) of the asymmetric mark, in pixels of the 32 x 48 stored images
 
@@ -57,40 +59,37 @@ def test_items_have_the_requested_non_square_shape_and_range(tmp_path):
     assert item["index"] == 3
 
 
-def test_build_loader_uses_the_config_sizes(tmp_path):
-    root = make_dataset(tmp_path / "d")
-    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0)
-    batch = next(iter(build_loader(cfg, "val", batch_size=2, train=False)))
-    assert batch["line"].shape == (2, 1, 32, 48) and batch["color"].shape == (2, 3, 32, 48)
-    assert batch["index"].tolist() == [0, 1]  # evaluation keeps the manifest order
-    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, crop=16, num_workers=0)
-    batch = next(iter(build_loader(cfg, "train", batch_size=4, train=True)))
-    assert batch["line"].shape == (4, 1, 16, 16) and batch["color"].shape == (4, 3, 16, 16)
+def stream_cfg(root: Path, *extra: str):
+    """A tiny model reading ``root`` at 32 x 48 in the main process."""
+    return load_config(overrides=[f"--data.root={root}", "--data.prepare=none", "--data.size=32", "--data.width=48",
+                                  "--data.num_workers=0", "--model.depth=3", "--model.base_channels=8",
+                                  "--model.max_channels=16", "--model.disc_channels=8", "--loss.perceptual_weight=0",
+                                  *extra])
 
 
-def test_flip_and_crop_are_applied_to_line_and_colour_together(tmp_path):
+def test_training_batches_have_the_config_size_and_the_device_crop(tmp_path):
     root = make_dataset(tmp_path / "d")
+    cfg = stream_cfg(root)
+    batch = next(make_train_stream(cfg, root, DistInfo(), 4))
+    assert batch["line"].shape == (4, 1, 32, 48) and batch["color"].shape == (4, 3, 32, 48)
+    cropped = stream_cfg(root, "--data.crop=16")
+    line, color, hints, _ = prepare_inputs(build_parts(cropped, torch.device("cpu")), batch, 0.0)
+    assert line.shape == (4, 1, 16, 16) and color.shape == (4, 3, 16, 16) and hints.spatial.shape == (4, 4, 16, 16)
+
+
+def test_flip_is_applied_to_line_and_colour_together(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    cfg = stream_cfg(root)
+    parts, stream = build_parts(cfg, torch.device("cpu")), make_train_stream(cfg, root, DistInfo(), 5)
     torch.manual_seed(0)
     flipped = plain = 0
-    dataset = PairDataset(root, "train", size=(32, 48), train=True, hflip=True)
-    for i in range(40):
-        line_rc, color_rc = marks(dataset[i % len(dataset)])
-        assert line_rc == color_rc
-        if line_rc[1] > 24:
-            flipped += 1
-        else:
-            plain += 1
-    assert flipped > 5 and plain > 5  # both outcomes occur, so the check above saw real flips
-    cropped = PairDataset(root, "train", size=(32, 48), train=True, crop=24, hflip=True)
-    offsets = set()
-    for i in range(40):
-        item = cropped[i % len(cropped)]
-        assert item["line"].shape == (1, 24, 24)
-        if item["line"].min() < 0:  # the mark is inside this crop
+    for _ in range(8):
+        line, color, _, _ = prepare_inputs(parts, next(stream), 0.0)
+        for item in ({"line": l, "color": c} for l, c in zip(line, color)):
             line_rc, color_rc = marks(item)
             assert line_rc == color_rc
-        offsets.add(float(item["color"][1].mean()))  # the gradient says where the crop landed
-    assert len(offsets) > 3
+            flipped, plain = flipped + (line_rc[1] > 24), plain + (line_rc[1] <= 24)
+    assert flipped > 5 and plain > 5  # both outcomes occur, so the check above saw real flips
 
 
 def test_cache_decodes_each_file_once(tmp_path):
@@ -138,34 +137,35 @@ def test_missing_manifest_or_file_is_a_clear_error(tmp_path):
 
 def test_distributed_ranks_get_disjoint_shards(tmp_path):
     root = make_dataset(tmp_path / "d")
-    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0)
+    cfg = stream_cfg(root)
     shards = []
     for rank in (0, 1):
-        loader = build_loader(cfg, "train", batch_size=2, train=True, seed=3, rank=rank, world_size=2)
-        assert isinstance(loader.sampler, DistributedSampler)
-        loader.sampler.set_epoch(1)
-        shards.append([i for batch in loader for i in batch["index"].tolist()])
+        stream = make_train_stream(cfg, root, DistInfo(rank=rank, world_size=2), 2)
+        shards.append([i for _ in range(len(stream.loader)) for i in next(stream)["index"].tolist()])
     assert len(shards[0]) == len(shards[1]) == 4  # 10 pairs: 5 per rank, then whole batches of 2
     assert not set(shards[0]) & set(shards[1])
     assert len(set(shards[0]) | set(shards[1])) == 8
 
 
-def test_single_process_shuffle_is_seeded(tmp_path):
+def test_order_is_seeded_and_resumes_mid_epoch(tmp_path):
     root = make_dataset(tmp_path / "d")
-    cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0, hflip=False)
 
-    def order(seed):
-        return [i for b in build_loader(cfg, "train", 5, True, seed=seed) for i in b["index"].tolist()]
+    def order(seed, batches=6):  # 6 batches of 3 from 10 pairs: across an epoch boundary
+        stream = make_train_stream(stream_cfg(root, f"--train.seed={seed}"), root, DistInfo(), 3)
+        return stream, [next(stream)["index"].tolist() for _ in range(batches)]
 
-    assert order(1) == order(1) != order(2)
-    assert sorted(order(1)) == list(range(10))
+    stream, first = order(1)
+    assert first == order(1)[1] != order(2)[1]
+    epoch = [i for batch in first[:3] for i in batch]  # 10 // 3 whole batches per epoch
+    assert len(epoch) == len(set(epoch)) == 9  # no pair twice within an epoch
+    resumed, _ = order(1, batches=0)
+    resumed.restore({"epoch": 0, "batch": 2})  # what a checkpoint after 2 batches holds
+    assert [next(resumed)["index"].tolist() for _ in range(4)] == first[2:]
 
 
-def test_empty_split_and_unprepared_root_are_clear_errors(tmp_path):
+def test_unprepared_root_is_a_clear_error(tmp_path):
     root = make_dataset(tmp_path / "d", splits=("train",) * 4)
     cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0)
-    with pytest.raises(ValueError, match="'test' split .* is empty"):
-        build_loader(cfg, "test", batch_size=2, train=False)
     assert ensure_dataset(cfg) == root
     missing = DataConfig(root=str(tmp_path / "nothing"), prepare="none")
     with pytest.raises(FileNotFoundError, match="python -m data_prep openmoji"):

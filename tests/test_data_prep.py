@@ -298,10 +298,19 @@ def test_nothing_usable_exits_non_zero_with_a_report(tmp_path):
     assert missing.returncode != 0 and "is not a folder" in missing.stderr
 
 
-def test_help_names_the_three_sources():
+def test_help_names_every_source_with_its_own_options():
+    from data_prep.__main__ import SOURCES, build_parser
+
+    assert list(SOURCES) == ["openmoji", "folder", "pairs"]  # each declared by its own file
     result = subprocess.run([sys.executable, "-m", "data_prep", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0
-    assert all(word in result.stdout for word in ("openmoji", "folder", "pairs", "manifest.jsonl"))
+    assert result.returncode == 0 and "manifest.jsonl" in result.stdout
+    text = " ".join(result.stdout.split())  # argparse wraps long help lines
+    assert all(f"{source.name} {source.help}" in text for source in SOURCES.values())
+    parser = build_parser()
+    assert parser.parse_args(["folder", "src", "--out", "o", "--styles", "0.6", "1.2"]).styles == [0.6, 1.2]
+    assert parser.parse_args(["openmoji", "--out", "o", "--limit", "3"]).limit == 3
+    with pytest.raises(SystemExit):  # an option of another source is refused
+        parser.parse_args(["openmoji", "--out", "o", "--styles", "1"])
 
 
 def test_xdog_draws_dark_lines_only_at_edges():

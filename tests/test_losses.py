@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from colorizer.config import load_config
 from colorizer.losses import (VGG_FILES, PerceptualLoss, PerceptualWeightsMissing, d_adv_loss, g_adv_loss,
-                              gradient_penalty, hint_fidelity, recon_loss, vgg_features)
+                              gradient_penalty, recon_loss, vgg_features)
 from colorizer.models import build_discriminator
 
 
@@ -85,20 +85,6 @@ def test_gradient_penalty_is_positive_and_reaches_d(kind):
     for name, p in d.named_parameters():  # a bias that only shifts logits cannot change the input gradient
         if not name.endswith("bias"):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
-
-
-def test_hint_fidelity_is_the_error_at_hinted_pixels_in_unit_range():
-    pred = torch.zeros(2, 3, 8, 10, requires_grad=True)
-    hint = torch.zeros(2, 4, 8, 10)
-    hint[0, :3, :2, :2] = 0.5 * 0.8  # colour 0.5 at mask 0.8: colour = hint / mask
-    hint[0, 3, :2, :2] = 0.8
-    hint[1, :3, 5, 5] = -1.0 * 0.3  # mask 0.3: below the threshold, not counted
-    hint[1, 3, 5, 5] = 0.3
-    value = hint_fidelity(pred, hint)
-    assert value.item() == pytest.approx(0.25)  # |0 - 0.5| / 2
-    value.backward()
-    assert pred.grad[0, :, :2, :2].abs().sum() > 0 and pred.grad[1].abs().sum() == 0
-    assert torch.isnan(hint_fidelity(pred, torch.zeros(2, 4, 8, 10)))
 
 
 def test_perceptual_zero_for_identical_images_positive_otherwise():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from colorizer import lr_find
+from colorizer import lr_find, step
 from conftest import ROOT, smoke_overrides
 
 SMOKE = str(ROOT / "experiments" / "smoke.yaml")
@@ -43,7 +43,7 @@ def test_sweep_stops_when_the_loss_blows_up(openmoji_small, tmp_path, monkeypatc
         calls.append(1)
         return pred.sum() * 0 + (1.0 if len(calls) <= 6 else bad_value)
 
-    monkeypatch.setattr(lr_find, "recon_loss", recon_then_blow_up)
+    monkeypatch.setattr(step, "recon_loss", recon_then_blow_up)
     code, _, values = run(openmoji_small, tmp_path, "--steps", "20", "--loss.perceptual_weight=0")
     assert code == 0 and reason in values["stopped"]
     recorded = 7 if reason == "diverged" else 6  # the diverging point is shown; a non-finite one cannot be

@@ -71,9 +71,9 @@ def test_overfit_one_batch_drives_reconstruction_down(openmoji_small, tmp_path):
 
 
 def test_nonfinite_losses_skip_steps_then_stop_with_a_clear_message(openmoji_small, tmp_path, monkeypatch):
-    import colorizer.training as training
+    import colorizer.step as step
 
-    monkeypatch.setattr(training, "recon_loss", lambda pred, target, kind: pred.sum() * float("nan"))
+    monkeypatch.setattr(step, "recon_loss", lambda pred, target, kind: pred.sum() * float("nan"))
     with pytest.raises(TrainingError, match="non-finite.*recon"):
         train(smoke_cfg(openmoji_small, tmp_path, "--train.max_bad_steps=3"))
 
@@ -115,3 +115,24 @@ def test_ddp_two_gloo_processes_end_in_sync(openmoji_small, tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["step"] == 10
     assert summary["ddp_max_weight_diff"] == 0.0
+
+
+def test_the_pace_line_comes_once_after_the_first_steps_and_suggests_help_beyond_a_day(monkeypatch):
+    from colorizer import monitor
+
+    now = {"s": 0.0}
+    monkeypatch.setattr(monitor.time, "perf_counter", lambda: now["s"])
+
+    def run(pace, steps):
+        lines = []
+        for step in steps:
+            now["s"] = 2.0 * step  # 2 s per step
+            lines.append(pace.update(step))
+        return lines
+
+    lines = run(monitor.Pace(start_step=100, steps=200, measure=3), range(101, 120))
+    said = [line for line in lines if line]
+    assert len(said) == 1 and lines[3] == said[0]  # step 101 starts the clock; 3 steps later, once
+    assert said[0].startswith("pace: 2 s/step here; the remaining 96 steps take about 3 min") and "day" not in said[0]
+    said = [line for line in run(monitor.Pace(start_step=0, steps=100_000, measure=3), range(1, 10)) if line]
+    assert "more than a day" in said[0] and "experiments/cpu.yaml" in said[0]

@@ -1,0 +1,57 @@
+"""Image conversions, one owner each: any PIL mode to 8-bit on white paper, and uint8 <-> the
+networks' [-1, 1] range. ``data_prep`` (writing the dataset), ``data`` (reading it), inference,
+evaluation and monitoring all use these, so a pixel means the same thing everywhere."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+ALPHA_MODES = ("P", "PA", "RGBA", "LA", "RGBa", "La")  # modes that can carry transparency
+
+
+def flatten_image(image: Image.Image, mode: str) -> Image.Image:
+    """Any PIL mode -> 8-bit ``mode`` ("L" or "RGB"): transparency composited on white paper,
+    16-bit and 32-bit integer images scaled (not clipped) to 8 bits, float images in [0, 1] (or
+    already in 0-255) scaled, palette and CMYK images converted through RGB. ValueError for a mode
+    PIL cannot convert."""
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"flatten_image: mode must be 'L' or 'RGB', got {mode!r}")
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        # Mode I holds 16-bit PNG/TIFF data (0..65535) in old Pillows and 8-bit data after convert("I").
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray((np.clip(values / peak, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.max() <= 1.0 else 1.0
+        image = Image.fromarray(np.clip(values * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")  # a transparent palette entry becomes alpha here
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if image.mode == mode:
+        return image
+    try:
+        return (image if image.mode == "RGB" else image.convert("RGB")).convert(mode)
+    except ValueError as err:
+        raise ValueError(f"cannot read an image of mode {image.mode}: {err}") from None
+
+
+def to_signed(pixels) -> torch.Tensor:
+    """Pixel values in 0-255 (uint8, or float means of them; numpy array or tensor, any shape) ->
+    float32 tensor in [-1, 1] (255 -> 1)."""
+    if isinstance(pixels, np.ndarray):
+        pixels = torch.from_numpy(np.require(pixels, requirements=["C", "W"]))  # PIL's arrays are read-only
+    return pixels.float() / 127.5 - 1
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float tensor in [-1, 1] (any shape, values outside clamped) -> uint8 tensor of the same shape,
+    on the same device. Exact inverse of ``to_signed`` on its outputs."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """(3, H, W) or (1, H, W) in [-1, 1] -> RGB or L PIL image."""
+    pixels = to_uint8(x).cpu().permute(1, 2, 0).numpy()
+    return Image.fromarray(pixels[..., 0], "L") if pixels.shape[2] == 1 else Image.fromarray(pixels, "RGB")
