@@ -35,7 +35,7 @@ MODE_LABELS = {HintMode.NONE: "automatic", HintMode.PALETTE: "palette", HintMode
 LABEL_MODES = {label: mode for mode, label in MODE_LABELS.items()}
 RUNS_DIR = Path("runs")
 DEMO_MODEL = Path("models/demo")  # the bundled model (experiments/demo.yaml, see experiments/RESULTS.md)
-EXAMPLES_ROOT = Path("data/openmoji256")
+EXAMPLES_ROOT = Path("data/openmoji256")  # examples when the model's own dataset folder is not here
 ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",
                 "#8d5524", "#6c757d"]
@@ -76,6 +76,13 @@ def find_examples(data_root: Path = EXAMPLES_ROOT, limit: int = 8) -> list:
     if not examples:
         log.info("no examples: %s lists no readable test-split line art", manifest)
     return examples
+
+
+def examples_for(colorizer: Colorizer) -> list:
+    """Example drawings from the test split of the data the model was trained on when that folder is
+    here (a model trained at 96 px gets 96 px examples), else from EXAMPLES_ROOT."""
+    own_data = Path(str(colorizer.config.data.root))
+    return find_examples(own_data if (own_data / "manifest.jsonl").is_file() else EXAMPLES_ROOT)
 
 
 def bad_input(message: str) -> gr.Error:
@@ -285,7 +292,7 @@ def main(argv=None) -> int:
         print(f"serve.py: {err}", file=sys.stderr)
         return 2
     log.info("loaded %s from %s", colorizer.info(), path)
-    demo = build_demo(colorizer, find_examples(), queue_size=args.queue_size, concurrency=args.concurrency,
+    demo = build_demo(colorizer, examples_for(colorizer), queue_size=args.queue_size, concurrency=args.concurrency,
                       keep_files_s=max(1, round(args.keep_files_hours * 3600)))
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True)

@@ -228,6 +228,18 @@ def test_find_examples_takes_the_test_split(tmp_path):
     assert serve.find_examples(tmp_path) == [str(tmp_path / "line/e1.png"), str(tmp_path / "line/e3.png")]
 
 
+def test_examples_come_from_the_models_own_data_when_it_is_here(tmp_path, monkeypatch):
+    own = tmp_path / "openmoji96"
+    (own / "line").mkdir(parents=True)
+    save_line_art(own / "line" / "t.png")
+    (own / "manifest.jsonl").write_text(json.dumps({"id": "t", "split": "test", "line": "line/t.png"}) + "\n")
+    cfg = load_config(overrides=TINY[:-1] + [f"--data.root={own}"])
+    assert serve.examples_for(Colorizer(build_generator(cfg.model), cfg)) == [str(own / "line" / "t.png")]
+    monkeypatch.setattr(serve, "EXAMPLES_ROOT", tmp_path / "nothing")
+    elsewhere = load_config(overrides=TINY[:-1] + [f"--data.root={tmp_path / 'gone'}"])
+    assert serve.examples_for(Colorizer(build_generator(elsewhere.model), elsewhere)) == []
+
+
 def test_attribution_follows_the_openmoji_drawings(tmp_path):
     cfg = load_config(overrides=TINY[:-1] + [f"--data.root={tmp_path / 'drawings'}"])
     own_data = Colorizer(build_generator(cfg.model), cfg)
