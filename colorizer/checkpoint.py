@@ -206,8 +206,8 @@ def export_generator(out_dir: Path, generator_state: dict, config: dict, step: i
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     # Serialised in memory and written by Python: a full disk is an OSError, not a SafetensorError.
-    atomic_write(out_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save_safetensors(tensors)))
-    atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(out_dir / EXPORT_WEIGHTS, lambda tmp: Path(tmp).write_bytes(save_safetensors(tensors)))
+    atomic_write(out_dir / EXPORT_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return out_dir
 
 

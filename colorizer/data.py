@@ -39,7 +39,8 @@ def ensure_dataset(cfg) -> Path:
     if leftovers - PREP_OUTPUTS:
         raise FileNotFoundError(f"{root} has no manifest.jsonl but holds other files ({sorted(leftovers)[:5]}): "
                                 f"point --data.root at an empty or new folder, or prepare it with `{command}`")
-    print(f"{root} has no prepared data: running `{command}` (20 s at 96 px, about a minute at 256 px, on 2 cores)", flush=True)
+    print(f"{root} has no prepared data: running `{command}` (20 s at 96 px, about a minute at 256 px, "
+          f"on 2 cores)", flush=True)
     args = [sys.executable, "-m", "data_prep", "openmoji", "--out", str(root), "--size", str(size)]
     if leftovers:  # an interrupted earlier preparation: only data_prep's own outputs are there
         args.append("--overwrite")

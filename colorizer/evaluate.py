@@ -29,7 +29,7 @@ from .config import image_size
 from .data import PairDataset, mean_color
 from .extra_metrics import ExtraMetrics
 from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
-from .images import to_uint8
+from .images import to_array
 from .inference import Colorizer, ModelLoadError
 from .metrics import hint_error, image_metrics
 from .visualize import save_grid
@@ -94,6 +94,13 @@ def scores(pred: torch.Tensor, color: torch.Tensor, region: torch.Tensor, hints=
 
 
 @torch.no_grad()
+def predict(generator, line: torch.Tensor, hints, autocast=None) -> torch.Tensor:
+    """The generator's colouring of ``line`` with ``hints``: (B, 3, H, W) float32 in [-1, 1]."""
+    with autocast or contextlib.nullcontext():
+        return generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+
+
+@torch.no_grad()
 def predict_modes(generator, sampler: HintSampler, line, color, seed: int, placement: str = PLACEMENT,
                   autocast=None, shape: str = "patch") -> dict:
     """{mode: (pred, hints)} for every hint mode: the protocol's hints (``MODE_PATCHES`` spatial
@@ -101,9 +108,7 @@ def predict_modes(generator, sampler: HintSampler, line, color, seed: int, place
     out = {}
     for mode in MODES:
         hints = protocol_hints(sampler, color, mode, MODE_PATCHES, seed, placement, shape)
-        with autocast or contextlib.nullcontext():
-            pred = generator(line, hints.spatial, hints.palette, hints.palette_keep)
-        out[mode] = (pred.float(), hints)
+        out[mode] = (predict(generator, line, hints, autocast), hints)
     return out
 
 
@@ -145,8 +150,7 @@ def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=Non
         for count in PATCH_COUNTS if curve else ():
             hints = protocol_hints(sampler, color, "spatial" if count else "none", count,
                                    seed + 1000 * (count + 1) + i, placement, shape)
-            with autocast or contextlib.nullcontext():
-                pred = generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+            pred = predict(generator, line, hints, autocast)
             for metric, v in scores(pred, color, region, hints).items():
                 acc.add(f"curve/{count}/{metric}", v)
     return acc, per_image, dataset
@@ -201,8 +205,7 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
         line = torch.stack([it["line"] for it in items]).to(device)
         color = torch.stack([it["color"] for it in items]).to(device)
         hints = protocol_hints(HintSampler(cfg.hints, cfg.model.palette_size), color, "none", 0, seed)
-        with torch.no_grad():
-            pred = generator(line, hints.spatial, hints.palette, hints.palette_keep).float()
+        pred = predict(generator, line, hints)
         report["worst_images"] = {"line": line.expand(-1, 3, -1, -1).cpu(), "pred": pred.cpu(), "target": color.cpu()}
         save_grid([line.expand(-1, 3, -1, -1), pred, color], gallery)
         report["gallery"] = str(gallery)
@@ -224,7 +227,7 @@ def log_wandb(report: dict, mode: str, project: str, curve_png: Path) -> str:
     if images is not None:
         table = wandb.Table(columns=["id", "psnr_color", "line", "prediction", "target"])
         for k, w in enumerate(report["worst"]):
-            table.add_data(w["id"], w["psnr_color"], *(wandb.Image(to_uint8(images[key][k]).permute(1, 2, 0).numpy())
+            table.add_data(w["id"], w["psnr_color"], *(wandb.Image(to_array(images[key][k]))
                                                        for key in ("line", "pred", "target")))
         run.log({"worst_samples": table})
     where = run.url or run.dir

@@ -51,7 +51,12 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def to_array(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) uint8 numpy array, the layout of PIL and W&B images."""
+    return to_uint8(x).cpu().permute(1, 2, 0).numpy()
+
+
 def to_pil(x: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, H, W) in [-1, 1] -> RGB or L PIL image."""
-    pixels = to_uint8(x).cpu().permute(1, 2, 0).numpy()
+    pixels = to_array(x)
     return Image.fromarray(pixels[..., 0], "L") if pixels.shape[2] == 1 else Image.fromarray(pixels, "RGB")

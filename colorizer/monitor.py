@@ -124,7 +124,8 @@ class Pace:
                 f"{duration(left)} (plus validation and checkpoints)")
         if left > self.LONG_S:
             text += (f". That is more than a day: on a machine without a GPU, `python train.py {CPU_RECIPE}` trains "
-                     f"a small model in about {CPU_RECIPE_MINUTES} minutes on 2 cores; the full recipe is meant for a GPU")
+                     f"a small model in about {CPU_RECIPE_MINUTES} minutes on 2 cores; the full recipe is meant "
+                     f"for a GPU")
         return text
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from .images import to_uint8
+from .images import to_array
 
 
 def hint_image(hints) -> torch.Tensor:
@@ -42,7 +42,7 @@ def save_grid(rows: list, path: Path) -> np.ndarray:
     sample per row and returns it as (H, W, 3) uint8 (what W&B takes: float images come out black)."""
     tiles = torch.stack([r.float().cpu() for r in rows], dim=1).flatten(0, 1)  # (N * columns, 3, H, W), row-major
     grid = make_grid(tiles, nrow=len(rows), padding=2, pad_value=1.0)  # (3, H', W') in [-1, 1]
-    image = to_uint8(grid).permute(1, 2, 0).numpy()
+    image = to_array(grid)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
