@@ -5,6 +5,9 @@ palette, get it coloured.
     python serve.py --checkpoint runs/NAME/export    # or a training checkpoint .pt
     python serve.py --host 0.0.0.0 --auth user:pass  # reachable from other machines, with a login
 
+Uploads are limited to --max-file-mb each (Gradio refuses a larger one while it arrives) and the
+upload and result cache to --max-cache-mb in all (oldest files deleted first).
+
 Paths given without --checkpoint (runs/, models/demo/, data/openmoji256/) are relative to the
 current directory: run it from the repository root. Training code is never imported here.
 """
@@ -13,20 +16,25 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import ipaddress
 import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
+import anyio
 import gradio as gr
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
+from starlette.middleware import Middleware
 
 from colorizer.checkpoint import EXPORT_CONFIG, EXPORT_DIR, atomic_write
 from colorizer.hints import HintMode
-from colorizer.inference import DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, parse_color
+from colorizer.inference import (DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, open_image, parse_color,
+                                 parse_palette)
 
 log = logging.getLogger("colorizer.serve")
 
@@ -39,6 +47,8 @@ EXAMPLES_ROOT = Path("data/openmoji256")  # examples when the model's own datase
 ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",
                 "#8d5524", "#6c757d"]
+MIB = 1024 * 1024
+CACHE_ROOM = 4  # the cache must hold at least this many of the largest uploads at once
 NO_MODEL_HELP = ("no trained model found: looked for runs/*/export/config.json and models/demo/ under {cwd}. "
                  "Train one with `python train.py` (it exports to runs/NAME/export), or pass "
                  "`--checkpoint PATH` (an export folder or a checkpoint .pt).")
@@ -99,6 +109,33 @@ def _rgba_image(array: np.ndarray, what: str) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8), "RGBA" if array.shape[2] == 4 else "RGB")
 
 
+def decode_uploads_safely(editor: gr.ImageEditor, max_pixels: int) -> gr.ImageEditor:
+    """Make ``editor`` decode its uploaded images with ``inference.open_image``: the pixel limit is
+    checked from the header before decoding (Gradio's own editor decodes first, whatever the
+    size), an unreadable file gets an error naming it instead of Gradio's generic "could not
+    preprocess", and the line art's EXIF orientation is applied as in ``Colorizer.colorize`` and
+    as the browser shows it. It replaces the instance's ``convert_and_format_image`` (a subclass
+    would make Gradio write a serve.pyi stub beside this file at every start)."""
+
+    def convert_and_format_image(file, flatten_on_white: bool = False) -> Optional[np.ndarray]:
+        """One uploaded layer (FileData or bytes) -> (H, W, 4) uint8 RGBA array; gr.Error saying why
+        if it is not a usable image. Gradio calls this for the background and the composite with
+        ``flatten_on_white`` and for each painted layer without."""
+        if file is None:
+            return None
+        what = "the line art" if flatten_on_white else "the hint layer"
+        try:
+            image = open_image(file if isinstance(file, (bytes, bytearray)) else file.path, what, max_pixels)
+            if flatten_on_white:
+                image = ImageOps.exif_transpose(image)
+            return np.array(image.convert("RGBA"))
+        except ValueError as err:
+            raise bad_input(str(err)) from None
+
+    editor.convert_and_format_image = convert_and_format_image
+    return editor
+
+
 def editor_images(value) -> tuple:
     """ImageEditor value -> (line art, hints or None); gr.Error for an empty canvas."""
     background = value.get("background") if isinstance(value, dict) else None
@@ -121,31 +158,30 @@ def editor_images(value) -> tuple:
 def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image.Image:
     """A file sent to the API (gradio_client.handle_file) -> decoded PIL image; gr.Error saying why
     if it is not one. Only files in Gradio's upload folder are read: a client must not be able to
-    name any file on the server. The size is checked from the header, before decoding."""
+    name any file on the server. ``inference.open_image`` checks the size from the header, before decoding."""
     if not upload:
         raise bad_input(f"no {what} given")
     path = upload.get("path") if isinstance(upload, dict) else getattr(upload, "path", upload)
     if not isinstance(path, str) or not Path(path).resolve().is_relative_to(Path(upload_folder).resolve()):
         raise bad_input(f"the {what} must be an uploaded file: send it with gradio_client.handle_file(path)")
     try:
-        image = Image.open(path)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise bad_input(f"the {what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-                           f"{max_pixels:,} pixels")
-        image.load()  # decode now: a corrupt file fails here, inside this try
-        return image
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
-        raise bad_input(f"the {what} is not a readable image ({Path(path).name}: {type(err).__name__})") from None
+        return open_image(path, f"the {what}", max_pixels)
+    except ValueError as err:
+        raise bad_input(str(err)) from None
 
 
 def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str) -> Image.Image:
     """Apply the mode labelled ``label``: automatic ignores hints and palette; each hinted mode needs its hint."""
-    if label not in LABEL_MODES:
+    if not isinstance(label, str) or label not in LABEL_MODES:
         raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
     mode = LABEL_MODES[label]
-    if mode == HintMode.PALETTE and not (palette or "").strip():
-        raise bad_input("palette mode needs at least one colour, e.g. '#e63946, #457b9d'")
+    if mode == HintMode.PALETTE:
+        try:
+            colors = parse_palette(palette or "", colorizer.palette_size)
+        except ValueError as err:
+            raise bad_input(str(err)) from None
+        if not colors:
+            raise bad_input("palette mode needs at least one colour, e.g. '#e63946, #457b9d'")
     if mode == HintMode.SPATIAL and hints is None:
         raise bad_input("painted hints mode: paint some strokes on the 'hints' layer first")
     try:
@@ -178,6 +214,102 @@ def cache_png(image: Image.Image, cache_dir: str) -> str:
     return str(path)
 
 
+def trim_cache(folder: str, max_bytes: int, keep=frozenset()) -> int:
+    """Delete the oldest files under ``folder`` (by ctime, the age Gradio's own cleaner uses) until
+    what is left takes at most ``max_bytes``; returns the bytes freed. Paths in ``keep`` (the page's
+    example drawings) are never deleted. Files other requests delete meanwhile are skipped, so
+    concurrent calls are safe."""
+    files = []
+    for path in Path(folder).rglob("*"):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if path.is_file() and str(path) not in keep:
+            files.append((st.st_ctime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in files) + sum(Path(p).stat().st_size for p in keep if Path(p).is_file())
+    freed = 0
+    for _, size, path in sorted(files, key=lambda f: f[0]):
+        if total - freed <= max_bytes:
+            break
+        try:
+            path.unlink()
+            freed += size
+        except FileNotFoundError:
+            continue
+        if path.parent != Path(folder):
+            try:
+                path.parent.rmdir()  # Gradio keeps each file in a folder named by its hash
+            except OSError:
+                pass
+    if freed:
+        log.info("cache over %.0f MiB: deleted the oldest %.1f MiB", max_bytes / MIB, freed / MIB)
+    return freed
+
+
+def kept_files(demo: gr.Blocks) -> set:
+    """The cached files Gradio itself never deletes (``keep_in_cache``: the examples' copies)."""
+    return set().union(*(getattr(block, "keep_in_cache", set()) for block in demo.blocks.values()))
+
+
+class CacheLimit:
+    """ASGI middleware keeping the upload and result cache under ``max_bytes``: before an upload is
+    read, it makes room for the size the request declares; after it, it trims again. (Results
+    trim after they are written, in the endpoints.) Gradio's ``max_file_size`` bounds each upload,
+    so between two trims the cache can only exceed the limit by the uploads in flight."""
+
+    def __init__(self, app, demo: gr.Blocks, max_bytes: int):
+        self.app, self.demo, self.max_bytes = app, demo, int(max_bytes)
+
+    def trim(self, max_bytes: int) -> None:
+        trim_cache(self.demo.GRADIO_CACHE, max_bytes, kept_files(self.demo))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            declared = int(dict(scope["headers"]).get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        await anyio.to_thread.run_sync(self.trim, max(0, self.max_bytes - declared))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await anyio.to_thread.run_sync(self.trim, self.max_bytes)
+
+
+def exposure_warning(host: str, auth, share: bool) -> Optional[str]:
+    """What an unauthenticated demo reachable from other machines risks, or None when it is local or
+    needs a login."""
+    if auth:
+        return None
+    if share:
+        return ("--share without --auth: anyone with the public gradio.live link can upload files "
+                "and use this machine's CPU/GPU. Add --auth USER:PASS.")
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host == "localhost"
+    if local:
+        return None
+    return (f"--host {host} without --auth: anyone who can reach this machine can use the demo and its "
+            f"API, upload files (up to --max-file-mb each, --max-cache-mb in all) and use its CPU/GPU. "
+            f"Add --auth USER:PASS, or serve on 127.0.0.1.")
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, auth=None, share: bool = False,
+           max_file_mb: float = 25.0, max_cache_mb: float = 1024.0, prevent_thread_lock: bool = False) -> None:
+    """Start the app with the upload limits: each file at most ``max_file_mb`` (Gradio's
+    ``max_file_size``: a larger upload is refused with HTTP 413 while it arrives, never stored in
+    full), the cache (``demo.GRADIO_CACHE``) at most ``max_cache_mb`` (CacheLimit)."""
+    demo.cache_limit = int(max_cache_mb * MIB)  # the endpoints trim to it after writing a result
+    middleware = [Middleware(CacheLimit, demo=demo, max_bytes=demo.cache_limit)]
+    demo.launch(server_name=host, server_port=port, share=share, auth=auth, show_error=True,
+                quiet=prevent_thread_lock, max_file_size=int(max_file_mb * MIB), app_kwargs={"middleware": middleware},
+                prevent_thread_lock=prevent_thread_lock)
+
+
 def model_facts(colorizer: Colorizer, examples_shown: bool = False) -> str:
     """Markdown: the model's one-line facts, and the OpenMoji credit its CC BY-SA licence asks for
     wherever its drawings (as training data or as the examples) are used."""
@@ -196,9 +328,15 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
     results older than ``keep_files_s`` are deleted (checked hourly), so a long-running demo's disk
     use stays bounded too."""
 
+    def save_result(image: Image.Image) -> str:
+        path = cache_png(image, demo.GRADIO_CACHE)
+        if getattr(demo, "cache_limit", None):  # set by launch()
+            trim_cache(demo.GRADIO_CACHE, demo.cache_limit, kept_files(demo))
+        return path
+
     def colorize(editor: dict, mode: str, palette: str) -> str:
         line_art, hints = editor_images(editor)
-        return cache_png(run_colorizer(colorizer, line_art, hints, palette, mode), demo.GRADIO_CACHE)
+        return save_result(run_colorizer(colorizer, line_art, hints, palette, mode))
 
     def colorize_file(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
                       mode: str = "") -> gr.FileData:
@@ -206,13 +344,17 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         (transparent = no hint); palette: hex colours separated by commas; mode: automatic, palette
         or painted hints ("" = painted hints if hints are given, else palette if one is, else
         automatic). Returns a PNG file of the line art's size."""
+        palette = "" if palette is None else palette
+        mode = "" if mode is None else mode
+        if not isinstance(palette, str) or not isinstance(mode, str):
+            raise bad_input(f"palette and mode must be text, got {type(palette).__name__} and {type(mode).__name__}")
         image = open_upload(line_art, "line art", demo.GRADIO_CACHE, colorizer.max_pixels)
         hint_image = open_upload(hints, "hints image", demo.GRADIO_CACHE, colorizer.max_pixels) if hints else None
         if not mode:
             mode = MODE_LABELS[HintMode.SPATIAL if hint_image is not None
                                else HintMode.PALETTE if (palette or "").strip() else HintMode.NONE]
         result = run_colorizer(colorizer, image, hint_image, palette, mode)
-        return gr.FileData(path=cache_png(result, demo.GRADIO_CACHE), orig_name="colorized.png")
+        return gr.FileData(path=save_result(result), orig_name="colorized.png")
 
     def add_color(palette: str, color: str) -> str:
         try:
@@ -235,6 +377,7 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                     eraser=gr.Eraser(default_size=12),
                     layers=gr.LayerOptions(allow_additional_layers=False, layers=["hints"]),
                     height=480, elem_id="line-art")
+                decode_uploads_safely(editor, colorizer.max_pixels)
                 mode = gr.Radio(list(LABEL_MODES), value=MODE_LABELS[HintMode.NONE], label="Mode", elem_id="mode",
                                 info="automatic: no hints; palette: the colours below, anywhere; "
                                      "painted hints: your strokes on the 'hints' layer")
@@ -269,12 +412,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=1, help="requests processed at the same time")
     parser.add_argument("--keep-files-hours", type=float, default=24.0,
                         help="uploads and results are deleted after this long (checked hourly)")
+    parser.add_argument("--max-file-mb", type=float, default=25.0,
+                        help="largest accepted upload in MiB; a larger one is refused while it arrives (HTTP 413)")
+    parser.add_argument("--max-cache-mb", type=float, default=1024.0,
+                        help="uploads and results kept on disk in all, in MiB; past it the oldest are deleted")
+    parser.add_argument("--cache-dir", help="folder for uploads and results (default: $GRADIO_TEMP_DIR, "
+                        "else colorizer-demo-PORT in the system's temporary folder)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     args = parser.parse_args(argv)
     if args.auth and ":" not in args.auth:
         parser.error("--auth must look like USER:PASS")
     if args.queue_size < 1 or args.concurrency < 1 or args.keep_files_hours <= 0:
         parser.error("--queue-size and --concurrency must be >= 1 and --keep-files-hours > 0")
+    if args.max_file_mb <= 0 or args.max_cache_mb < CACHE_ROOM * args.max_file_mb:
+        parser.error(f"need --max-file-mb > 0 and --max-cache-mb >= {CACHE_ROOM} x --max-file-mb "
+                     f"(got {args.max_file_mb:g} and {args.max_cache_mb:g}): the cache must hold the uploads in flight")
     return args
 
 
@@ -292,10 +444,20 @@ def main(argv=None) -> int:
         print(f"serve.py: {err}", file=sys.stderr)
         return 2
     log.info("loaded %s from %s", colorizer.info(), path)
+    # Gradio reads the cache folder when the app is built; a folder of its own keeps the cache
+    # limit from deleting other Gradio apps' files.
+    cache_dir = (args.cache_dir or os.environ.get("GRADIO_TEMP_DIR")
+                 or Path(tempfile.gettempdir()) / f"colorizer-demo-{args.port}")
+    os.environ["GRADIO_TEMP_DIR"] = str(Path(cache_dir).resolve())
     demo = build_demo(colorizer, examples_for(colorizer), queue_size=args.queue_size, concurrency=args.concurrency,
                       keep_files_s=max(1, round(args.keep_files_hours * 3600)))
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True)
+    warning = exposure_warning(args.host, args.auth, args.share)
+    if warning:
+        log.warning("WARNING: %s", warning)
+    log.info("uploads: at most %g MiB each, %g MiB in all in %s", args.max_file_mb, args.max_cache_mb,
+             demo.GRADIO_CACHE)
+    launch(demo, args.host, args.port, auth=tuple(args.auth.split(":", 1)) if args.auth else None, share=args.share,
+           max_file_mb=args.max_file_mb, max_cache_mb=args.max_cache_mb)
     return 0
 
 

@@ -30,12 +30,12 @@ def main(argv: list) -> int:
     if note and main_rank:
         print(note, flush=True)
     from colorizer.training import TrainingError, train  # heavy imports after the config is known good
-    from colorizer.checkpoint import EXPORT_DIR, CheckpointError
+    from colorizer.checkpoint import EXPORT_DIR, CheckpointError, ModelLoadError
     from colorizer.runtime import close_distributed
 
     try:
         summary = train(cfg)
-    except (TrainingError, CheckpointError, FileNotFoundError) as err:
+    except (TrainingError, CheckpointError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C outside the loop (which turns it into a checkpoint and a clean stop)

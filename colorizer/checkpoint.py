@@ -11,6 +11,7 @@ Nothing here imports training code: the demo imports this module.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -31,6 +32,10 @@ EXPORT_FORMAT = "colorizer-export/1"
 EXPORT_DIR = "export"  # the export's folder inside a run folder
 EXPORT_WEIGHTS = "generator.safetensors"  # the EMA generator's state dict, float32
 EXPORT_CONFIG = "config.json"  # {"format", "config", "step", "metrics", "perceptual", "run_name", "created"}
+# Entries training stores beside the config sections: not configuration, but facts about the run.
+CONFIG_NOTES = ("perceptual_status", "parent")
+ARCHITECTURE_KEYS = ("model",)  # what a run started from another model's weights must share with it
+RESUME_KEYS = ("model", "data.size", "data.width", "data.crop", "data.root")  # ... and a resumed run too
 
 
 class CheckpointError(RuntimeError):
@@ -267,6 +272,13 @@ def _read_export(folder: Path) -> GeneratorFile:
                          str(meta.get("run_name", "")), str(folder), str(config_path))
 
 
+def plain_names(weights: dict) -> dict:
+    """A stored state dict under the plain module's names. The EMA is stored as
+    torch.optim.swa_utils.AveragedModel: its keys carry a "module." prefix (as DDP / torch.compile
+    wrappers do) and a step counter the generator lacks."""
+    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in weights.items() if k != "n_averaged"}
+
+
 def _read_checkpoint_generator(path: Path) -> GeneratorFile:
     try:
         # weights_only: a checkpoint can come from anywhere, and unpickling arbitrary objects runs code.
@@ -280,13 +292,49 @@ def _read_checkpoint_generator(path: Path) -> GeneratorFile:
     weights = next((state[k] for k in ("generator_ema", "generator") if isinstance(state.get(k), dict)), None)
     if weights is None:
         raise ModelLoadError(f"{path} holds no generator weights ('generator_ema' or 'generator')")
-    # The EMA is stored as torch.optim.swa_utils.AveragedModel: its keys carry a "module." prefix (as
-    # DDP / torch.compile wrappers do) and a step counter the generator lacks.
-    weights = {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in weights.items() if k != "n_averaged"}
+    weights = plain_names(weights)
     train = state["config"].get("train")
     run_name = str((train.get("name") if isinstance(train, dict) else "") or "") or path.parent.parent.name
     return GeneratorFile(state["config"], weights, int(state.get("step", 0)), dict(state.get("metrics") or {}),
                          run_name, str(path), str(path))
+
+
+@dataclass
+class ParentModel:
+    """A trained model a new run starts from (``train.init``): its weights as the plain modules name
+    them, and ``record``, the lineage every checkpoint, export and W&B run of the new run carries."""
+
+    config: dict
+    generator: dict
+    generator_ema: dict
+    discriminator: dict | None  # None from an export, which holds only the generator
+    record: dict  # {"path", "sha256", "step", "run_name"}
+
+
+def read_parent(path) -> ParentModel:
+    """An export folder or a training checkpoint -> ParentModel. From a checkpoint: its generator,
+    EMA generator and discriminator; from an export: its (EMA) generator, as both G and EMA-G.
+    FileNotFoundError or ModelLoadError, saying which and why, as for ``read_generator``."""
+    stored = read_generator(path)
+    source = Path(stored.source)
+    generator = ema = stored.weights
+    discriminator = None
+    if source.is_file():  # a training checkpoint: read_generator took its EMA generator
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        if isinstance(state.get("generator"), dict):
+            generator = plain_names(state["generator"])
+        if isinstance(state.get("discriminator"), dict):
+            discriminator = plain_names(state["discriminator"])
+        hashed = source
+    else:
+        hashed = source / EXPORT_WEIGHTS
+    digest = hashlib.sha256()
+    with open(hashed, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    record = {"path": str(Path(path).resolve()), "sha256": digest.hexdigest(), "step": stored.step,
+              "run_name": stored.run_name}
+    return ParentModel(stored.config, generator, ema, discriminator, record)
 
 
 # ---- the run folder during training -----------------------------------------------------------------
@@ -308,9 +356,11 @@ def resolve_run_dir(out_dir: str, name: str, resume: str) -> Path:
     return parent / f"{name}-{k}"
 
 
-def check_compatible(saved: dict, current: dict, path: Path) -> None:
-    """Refuse a checkpoint whose network shapes or data differ from this run's config."""
-    keys = ["model", "data.size", "data.width", "data.crop", "data.root"]
+def check_compatible(saved: dict, current: dict, path: Path, keys=RESUME_KEYS, advice: str = "") -> None:
+    """Refuse a checkpoint whose config differs from this run's at ``keys`` (the network shapes and
+    data for a resume), naming each differing leaf key; ``advice`` ends the message."""
+    advice = advice or ("Resume with the settings it was trained with (config.yaml beside its checkpoints), "
+                        "or start a fresh run without --train.resume.")
     differing = []
 
     def compare(key, a, b):  # down to the leaves, so the message names model.base_channels, not "model"
@@ -329,8 +379,7 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
         compare(key, lookup(saved, key), lookup(current, key))
     if differing:
         raise CheckpointError(f"{path} comes from an incompatible configuration:\n  " + "\n  ".join(differing)
-                              + "\nResume with the settings it was trained with (config.yaml beside its checkpoints), "
-                              "or start a fresh run without --train.resume.")
+                              + "\n" + advice)
 
 
 @dataclass

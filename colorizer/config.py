@@ -128,6 +128,7 @@ class TrainConfig:
     best_metric: str = "val/none/psnr_color"  # metric that decides best.pt
     best_mode: str = "max"  # max | min
     resume: str = ""  # "" (fresh) | auto (latest in the run folder) | path to a checkpoint
+    init: str = ""  # a new run from a trained model's weights: an export folder or a checkpoint .pt (fine-tuning)
     stop_after: int = 0  # end this invocation after N steps and checkpoint (time-sliced jobs; 0 = off)
     overfit_batches: int = 0  # debug: train on N fixed batches only
     max_bad_steps: int = 10  # consecutive NaN/Inf steps before the run stops

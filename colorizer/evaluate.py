@@ -185,6 +185,7 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
         "batch_size": batch_size, "step": model.step, "run_name": model.run_name, "modes": {}, "baselines": {},
         "hint_curve": [],
         "perceptual_status": model.notes.get("perceptual_status", "unknown"),
+        "parent": model.notes.get("parent"),  # the model a fine-tuned one started from (train.init), else None
     }
     report.update(extra.result() if extra is not None else
                   {"lpips": "not computed: disabled", "fid": "not computed: disabled"})

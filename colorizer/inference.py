@@ -6,14 +6,17 @@
     model = Colorizer.load("runs/NAME/export")  # or a checkpoint: runs/NAME/checkpoints/best.pt
     image = model.colorize(Image.open("line.png"), hints=Image.open("strokes.png"), palette=["#e63946"])
 
-Images of any size and PIL mode go in; the model works at its training resolution with the aspect
+Images of any PIL mode go in (or a file path or bytes, decoded by ``open_image``), up to
+``max_pixels``; the model works at its training resolution with the aspect
 ratio kept (long side scaled to ``data.size``, padded with white paper to a multiple of
 ``2**model.depth``) and the result comes back at the input's size. Nothing here imports training code.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -21,9 +24,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .checkpoint import GeneratorFile, ModelLoadError, read_generator
+from .checkpoint import CONFIG_NOTES, GeneratorFile, ModelLoadError, read_generator
 from .config import Config, ConfigError, from_dict, image_size
 from .images import flatten_image, to_pil, to_signed
 from .models import build_generator
@@ -33,6 +36,10 @@ HINT_ALPHA_THRESHOLD = 128  # stroke alpha (0-255) above which a pixel is a hint
 HINT_COVERAGE = 0.1  # fraction of a working-size pixel that hinted pixels must cover to hint it
 
 PaletteEntry = Union[str, Sequence[int]]
+ImageSource = Union[Image.Image, str, os.PathLike, bytes]
+# What PIL raises for a file it cannot decode: unknown format, truncated or corrupt data, a header
+# claiming more pixels than Image.MAX_IMAGE_PIXELS allows (a decompression bomb).
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 def parse_color(entry: PaletteEntry) -> tuple:
@@ -65,10 +72,46 @@ def parse_palette(palette, max_colors: int) -> list:
     return colors
 
 
-def _check_image(image, what: str) -> None:
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"{what} must be a PIL.Image.Image, got {type(image).__name__} "
-                        f"(open files with PIL.Image.open(path))")
+def open_image(source: ImageSource, what: str = "the image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A file path, the file's bytes or an opened PIL image -> the decoded image (first frame of an
+    animation), or ValueError naming the file and what is wrong with it.
+
+    This is the one way untrusted image files are opened (``Colorizer.colorize`` and every demo
+    endpoint): the pixel count is read from the header and checked against ``max_pixels`` before
+    anything is decoded, so a small file claiming 50,000 x 50,000 pixels costs no memory."""
+    if isinstance(source, Image.Image):
+        image, name = source, Path(getattr(source, "filename", "") or "image").name
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        name = "bytes" if isinstance(source, (bytes, bytearray)) else Path(source).name
+        try:
+            image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        except FileNotFoundError:
+            raise ValueError(f"{what}: no file at {source}") from None
+        except DECODE_ERRORS as err:
+            raise ValueError(f"{what} ({name}) is not a readable image: {_reason(err)}") from None
+    else:
+        raise TypeError(f"{what} must be a PIL.Image.Image, a file path or bytes, got {type(source).__name__}")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ValueError(f"{what} ({name}) is empty ({width}x{height})")
+    if width * height > max_pixels:
+        raise ValueError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
+                         f"{max_pixels:,} pixels (max_pixels)")
+    try:
+        image.load()  # decode now: truncated or corrupt data fails here, with the file named
+    except DECODE_ERRORS as err:
+        raise ValueError(f"{what} ({name}) is not a readable image: {_reason(err)}") from None
+    return image
+
+
+def _reason(err: Exception) -> str:
+    """Why PIL could not read a file, without the file's path on this machine (a demo's client must
+    not learn the server's folders)."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format PIL can read (PNG, JPEG, WebP, GIF, BMP, TIFF ...), or corrupt"
+    text = " ".join(str(err).split())
+    text = re.sub(r"(?<![\w<])/\S+", "<file>", re.sub(r"'[^']*[/\\][^']*'", "<file>", text))[:200]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def fit_size(height: int, width: int, box: tuple, multiple: int) -> tuple:
@@ -138,7 +181,8 @@ class Colorizer:
         # Training stores notes beside the config sections (e.g. perceptual_status): plain values
         # that are not sections are not configuration. Unknown sections and keys stay errors.
         sections = {f.name for f in dataclasses.fields(Config)}
-        notes = {k: v for k, v in stored.config.items() if k not in sections and not isinstance(v, dict)}
+        notes = {k: v for k, v in stored.config.items()
+                 if k not in sections and (k in CONFIG_NOTES or not isinstance(v, dict))}
         try:
             config = from_dict({k: v for k, v in stored.config.items() if k not in notes})
         except ConfigError as err:
@@ -187,18 +231,19 @@ class Colorizer:
         return f"{text}; no validation metrics recorded"
 
     # ---------------------------------------------------------------- colouring
-    def colorize(self, line_art: Image.Image, hints: Optional[Image.Image] = None, palette=None) -> Image.Image:
-        """Colour ``line_art`` (a PIL image of any mode and size, EXIF orientation honoured).
+    def colorize(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None) -> Image.Image:
+        """Colour ``line_art`` (a PIL image of any mode, or a file path or bytes; EXIF orientation
+        honoured; at most ``max_pixels``).
 
         hints: optional RGBA strokes aligned with the (orientation-corrected) line art; transparent
         pixels are not hints, painted ones give their colour there. palette: optional colours for the
         whole image ("#rrggbb" strings or (r, g, b) tuples, at most ``model.palette_size``).
-        Returns an RGB image of the line art's (oriented) size."""
-        _check_image(line_art, "line_art")
-        if hints is not None:
-            _check_image(hints, "hints")
-        self._check_pixels(line_art, "the line art")
+        Returns an RGB image of the line art's (oriented) size. ValueError or TypeError, saying
+        what is wrong, for an input it cannot use."""
         colors = parse_palette(palette, self.palette_size)
+        line_art = open_image(line_art, "the line art", self.max_pixels)
+        if hints is not None:
+            hints = open_image(hints, "the hints", self.max_pixels)
 
         line_art = ImageOps.exif_transpose(line_art)
         width, height = line_art.size
@@ -209,7 +254,6 @@ class Colorizer:
         line[:scaled_h, :scaled_w] = to_signed(np.asarray(grey))
         spatial = np.zeros((4, padded_h, padded_w), np.float32)  # zeros = no hint, also in the padding
         if hints is not None:
-            self._check_pixels(hints, "the hints")
             hints = ImageOps.exif_transpose(hints)
             if hints.size != (width, height):
                 raise ValueError(f"hints are {hints.size[0]}x{hints.size[1]} but the line art is {width}x{height}: "
@@ -231,11 +275,3 @@ class Colorizer:
         if result.size != (width, height):
             result = result.resize((width, height), Image.Resampling.BICUBIC)
         return result
-
-    def _check_pixels(self, image: Image.Image, what: str) -> None:
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise ValueError(f"{what} is empty ({width}x{height})")
-        if width * height > self.max_pixels:
-            raise ValueError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-                             f"{self.max_pixels:,} pixels (max_pixels)")

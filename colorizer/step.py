@@ -75,6 +75,15 @@ class Parts:
         self.sched_d.load_state_dict(state["sched_d"])
         self.scaler.load_state_dict(state["scaler"])
 
+    def load_weights(self, generator: dict, generator_ema: dict, discriminator: dict | None) -> None:
+        """Start from another run's weights (``train.init``): G and EMA-G, and D when given (else D
+        keeps its fresh initialisation). Optimisers, schedules and the loss scale stay fresh."""
+        self.generator.load_state_dict(generator)
+        self.ema.module.load_state_dict(generator_ema)
+        self.ema.n_averaged.fill_(1)  # 0 would make the first EMA update copy G over the loaded EMA
+        if discriminator is not None:
+            self.discriminator.load_state_dict(discriminator)
+
     def step_schedules(self) -> None:
         self.sched_g.step()
         self.sched_d.step()

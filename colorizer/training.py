@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import config as config_lib
-from .checkpoint import CheckpointSaveError, RunCheckpoints, TrainState, resolve_run_dir
+from .checkpoint import (ARCHITECTURE_KEYS, CheckpointError, CheckpointSaveError, ParentModel, RunCheckpoints,
+                         TrainState, check_compatible, read_parent, resolve_run_dir)
 from .data import PairDataset, ensure_dataset, make_train_stream
 from .evaluate import predict_modes, validate
 from .hints import MODES
@@ -43,8 +44,10 @@ def train(cfg) -> dict:
     root = prepare_dataset(cfg.data, dist)
     parts = build_parts(cfg, device, dist)
     stream = make_train_stream(cfg, root, dist, cfg.train.batch_size)
-    # perceptual_status: so no result is credited to a loss that did not run
-    config = {**config_lib.to_dict(cfg), "perceptual_status": parts.perceptual.status}
+    parent = read_parent(cfg.train.init) if cfg.train.init else None  # fine-tuning: the model it starts from
+    # perceptual_status: so no result is credited to a loss that did not run; parent: the lineage
+    config = {**config_lib.to_dict(cfg), "perceptual_status": parts.perceptual.status,
+              **({"parent": parent.record} if parent else {})}
     run_dir = from_main(resolve_run_dir(cfg.train.out_dir, run_name(cfg, parts.perceptual.enabled), cfg.train.resume),
                         dist)
     checkpoints = RunCheckpoints(run_dir, config, cfg.train.keep_checkpoints, dist)
@@ -52,6 +55,8 @@ def train(cfg) -> dict:
     # ---- resume ------------------------------------------------------------------------------
     checkpoints.remove_unfinished_writes()
     state = checkpoints.resume(cfg.train.resume, parts, stream)
+    if parent and checkpoints.last_saved is None:  # a new run: start from the parent's weights
+        init_from(parent, cfg.train.init, parts, config, dist)
     monitor = open_monitor(cfg, run_dir, config, parts, state, dist, device)
     probe = ActivationProbe(parts.generator)
     samples = {split: fixed_samples(cfg, root, split, cfg.log.num_samples) for split in ("train", "val")} \
@@ -152,6 +157,30 @@ def prepare_dataset(data_cfg, dist: DistInfo) -> Path:
     if dist.enabled:
         torch_dist.barrier()
     return Path(data_cfg.root)
+
+
+def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: DistInfo) -> None:
+    """Load the parent's weights into a new run; its architecture (``model.*``) must match this
+    run's, while data, loss, hint and schedule keys may differ. From an export, which holds no
+    discriminator, D starts fresh, so its keys (``model.disc_*``) may differ too: a CPU fine-tune
+    can use a narrower D. CheckpointError naming each differing key otherwise."""
+    saved, current = parent.config, config
+    if parent.discriminator is None:
+        def without_d(cfg):
+            return {**cfg, "model": {k: v for k, v in cfg.get("model", {}).items() if not k.startswith("disc_")}}
+        saved, current = without_d(saved), without_d(current)
+    check_compatible(saved, current, Path(path), keys=ARCHITECTURE_KEYS,
+                     advice="--train.init needs the parent's architecture: pass its model settings (they are "
+                            "in its config.json or config.yaml), e.g. --model.base_channels=N.")
+    try:
+        parts.load_weights(parent.generator, parent.generator_ema, parent.discriminator)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: its weights do not fit this run's networks: "
+                              f"{' '.join(str(err).split())[:500]}") from None
+    if dist.is_main:
+        kept = "G, EMA-G and D" if parent.discriminator is not None else "G and EMA-G (D starts fresh: an export has none)"
+        print(f"initialised {kept} from {path} (step {parent.record['step']:,}, sha256 "
+              f"{parent.record['sha256'][:12]}); optimisers and schedules start fresh", flush=True)
 
 
 def from_main(value, dist: DistInfo):

@@ -118,8 +118,7 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
         finally:
             browser.close()
 
-    assert len(calls) == 2, calls  # the painted-hints request, then the refused palette request
-    assert calls[1] == {"size": (300, 200), "hints": None, "palette": "#e63946, nope"}
+    assert len(calls) == 1, calls  # the painted-hints request; the bad palette is refused before the model
     assert calls[0]["size"] == (300, 200) and calls[0]["palette"] is None
     hints = calls[0]["hints"]
     assert hints is not None and hints.size == (300, 200)

@@ -182,9 +182,9 @@ def test_palette_parsing():
 
 
 def test_bad_inputs_are_refused_clearly(model, export_dir):
-    with pytest.raises(TypeError, match="PIL.Image.Image, got ndarray"):
+    with pytest.raises(TypeError, match="PIL.Image.Image, a file path or bytes, got ndarray"):
         model.colorize(np.zeros((10, 10), np.uint8))
-    with pytest.raises(TypeError, match="hints must be a PIL.Image.Image"):
+    with pytest.raises(ValueError, match="the hints: no file at strokes.png"):
         model.colorize(line_art(), hints="strokes.png")
     with pytest.raises(ValueError, match="'red'"):
         model.colorize(line_art(), palette=["red"])

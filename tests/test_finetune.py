@@ -1,0 +1,96 @@
+"""--train.init: a new run from a trained model's weights (fine-tuning), with its lineage recorded."""
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from colorizer.checkpoint import CheckpointError, read_parent
+from colorizer.config import to_dict
+from colorizer.inference import Colorizer
+from colorizer.runtime import DistInfo
+from colorizer.step import build_parts
+from colorizer.training import init_from, train
+from test_train import smoke_cfg
+
+
+@pytest.fixture(scope="module")
+def parent_run(openmoji_small, tmp_path_factory) -> Path:
+    """A 40-step smoke run: its export and checkpoints are the parents below."""
+    runs = tmp_path_factory.mktemp("parent")
+    return Path(train(smoke_cfg(openmoji_small, runs, "--train.name=parent"))["run_dir"])
+
+
+def same(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k].float(), b[k].float()) for k in a)
+
+
+def fresh_parts(cfg):
+    torch.manual_seed(123)
+    return build_parts(cfg, torch.device("cpu"))
+
+
+def test_init_from_an_export_takes_g_and_ema_and_leaves_d_and_optimisers_fresh(openmoji_small, parent_run, tmp_path):
+    cfg = smoke_cfg(openmoji_small, tmp_path)
+    parts = fresh_parts(cfg)
+    d_before = {k: v.clone() for k, v in parts.discriminator.state_dict().items()}
+    parent = read_parent(parent_run / "export")
+    assert not same(parts.generator.state_dict(), parent.generator)  # random before
+    init_from(parent, str(parent_run / "export"), parts, to_dict(cfg), DistInfo())
+    assert same(parts.generator.state_dict(), parent.generator)
+    assert same(parts.ema.module.state_dict(), parent.generator_ema) and parts.ema.n_averaged.item() == 1
+    assert same(parts.discriminator.state_dict(), d_before)  # an export holds no D
+    assert not parts.opt_g.state and not parts.opt_d.state
+    digest = hashlib.sha256((parent_run / "export" / "generator.safetensors").read_bytes()).hexdigest()
+    assert parent.record["sha256"] == digest and parent.record["step"] == 40
+
+
+def test_init_from_a_checkpoint_takes_g_ema_and_d(openmoji_small, parent_run, tmp_path):
+    cfg = smoke_cfg(openmoji_small, tmp_path)
+    parts = fresh_parts(cfg)
+    path = parent_run / "checkpoints" / "latest.pt"
+    init_from(read_parent(path), str(path), parts, to_dict(cfg), DistInfo())
+    state = torch.load(path, weights_only=True)
+    assert same(parts.generator.state_dict(), state["generator"])
+    assert same(parts.discriminator.state_dict(), state["discriminator"])
+    ema = {k.removeprefix("module."): v for k, v in state["generator_ema"].items() if k != "n_averaged"}
+    assert same(parts.ema.module.state_dict(), ema)
+    assert not same(parts.ema.module.state_dict(), state["generator"])  # the EMA, not G twice
+
+
+def test_a_different_architecture_is_refused_with_the_key_named(openmoji_small, parent_run, tmp_path):
+    export, checkpoint = parent_run / "export", parent_run / "checkpoints" / "latest.pt"
+    cfg = smoke_cfg(openmoji_small, tmp_path, "--model.base_channels=16", "--model.disc_layers=3")
+    with pytest.raises(CheckpointError) as err:
+        init_from(read_parent(checkpoint), str(checkpoint), fresh_parts(cfg), to_dict(cfg), DistInfo())
+    message = str(err.value)
+    assert "model.base_channels: checkpoint 8 vs now 16" in message and "model.disc_layers: checkpoint 2 vs now 3" \
+        in message and "--train.init needs the parent's architecture" in message
+    with pytest.raises(CheckpointError, match="model.base_channels: checkpoint 8 vs now 16") as err:
+        init_from(read_parent(export), str(export), fresh_parts(cfg), to_dict(cfg), DistInfo())
+    assert "disc_layers" not in str(err.value)  # an export has no D: a fresh D may have any shape
+    narrow_d = smoke_cfg(openmoji_small, tmp_path, "--model.disc_channels=4")
+    init_from(read_parent(export), str(export), fresh_parts(narrow_d), to_dict(narrow_d), DistInfo())
+
+
+def test_a_fine_tune_run_records_its_parent_and_resumes_as_itself(openmoji_small, parent_run, tmp_path, capsys):
+    # Data, loss, hint and schedule keys may differ from the parent's; the curriculum starts at its final mix.
+    args = ["--train.name=child", f"--train.init={parent_run / 'export'}", "--train.steps=10", "--train.lr_g=5e-5",
+            "--train.val_every=5", "--train.ckpt_every=5", "--loss.perceptual_weight=0", "--data.max_items=64",
+            "--hints.curriculum=[{at: 0.0, none: 0.4, spatial: 0.4, palette: 0.2}]"]
+    first = train(smoke_cfg(openmoji_small, tmp_path, *args, "--train.stop_after=5"))
+    assert "initialised G and EMA-G (D starts fresh: an export has none)" in capsys.readouterr().out
+    second = train(smoke_cfg(openmoji_small, tmp_path, *args, "--train.resume=auto"))
+    out = capsys.readouterr().out
+    assert "initialised" not in out and "resumed" in out  # a resume continues the child, not the parent
+    assert first["run_dir"] == second["run_dir"] and second["step"] == 10
+    run = Path(second["run_dir"])
+    digest = hashlib.sha256((parent_run / "export" / "generator.safetensors").read_bytes()).hexdigest()
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["config"]["parent"]["sha256"] == digest
+    assert state["opt_g"]["state"][0]["step"].item() == 10  # fresh optimisers: 10 steps, not the parent's 40 + 10
+    assert json.loads((run / "export" / "config.json").read_text())["config"]["parent"]["sha256"] == digest
+    assert digest in (run / "config.yaml").read_text()  # the run's config (also what W&B gets)
+    child = Colorizer.load(run / "export")
+    assert child.notes["parent"]["path"] == str((parent_run / "export").resolve())
