@@ -178,7 +178,8 @@ def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: 
         raise CheckpointError(f"{path}: its weights do not fit this run's networks: "
                               f"{' '.join(str(err).split())[:500]}") from None
     if dist.is_main:
-        kept = "G, EMA-G and D" if parent.discriminator is not None else "G and EMA-G (D starts fresh: an export has none)"
+        kept = ("G, EMA-G and D" if parent.discriminator is not None
+                else "G and EMA-G (D starts fresh: an export has none)")
         print(f"initialised {kept} from {path} (step {parent.record['step']:,}, sha256 "
               f"{parent.record['sha256'][:12]}); optimisers and schedules start fresh", flush=True)
 
