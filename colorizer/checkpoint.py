@@ -279,14 +279,11 @@ def plain_names(weights: dict) -> dict:
     return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in weights.items() if k != "n_averaged"}
 
 
-def _read_checkpoint_generator(path: Path) -> GeneratorFile:
-    try:
-        # weights_only: a checkpoint can come from anywhere, and unpickling arbitrary objects runs code.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelLoadError(
-            f"{path} cannot be loaded safely as a weights-only checkpoint (only tensors, numbers, strings, "
-            f"lists and dicts are allowed): {str(err).splitlines()[0][:300]}") from None
+def _read_checkpoint_generator(path: Path, state: dict | None = None) -> GeneratorFile:
+    """The (EMA) generator of the training checkpoint at ``path``; ``state``: its contents when
+    already loaded (``read_parent`` reads the same file for G and D too)."""
+    if state is None:
+        state = _load_weights_only(path)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         raise ModelLoadError(f"{path} is not a colorizer training checkpoint (no 'config' entry)")
     weights = next((state[k] for k in ("generator_ema", "generator") if isinstance(state.get(k), dict)), None)
@@ -297,6 +294,16 @@ def _read_checkpoint_generator(path: Path) -> GeneratorFile:
     run_name = str((train.get("name") if isinstance(train, dict) else "") or "") or path.parent.parent.name
     return GeneratorFile(state["config"], weights, int(state.get("step", 0)), dict(state.get("metrics") or {}),
                          run_name, str(path), str(path))
+
+
+def _load_weights_only(path: Path):
+    try:
+        # weights_only: a checkpoint can come from anywhere, and unpickling arbitrary objects runs code.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelLoadError(
+            f"{path} cannot be loaded safely as a weights-only checkpoint (only tensors, numbers, strings, "
+            f"lists and dicts are allowed): {str(err).splitlines()[0][:300]}") from None
 
 
 @dataclass
@@ -315,19 +322,21 @@ def read_parent(path) -> ParentModel:
     """An export folder or a training checkpoint -> ParentModel. From a checkpoint: its generator,
     EMA generator and discriminator; from an export: its (EMA) generator, as both G and EMA-G.
     FileNotFoundError or ModelLoadError, saying which and why, as for ``read_generator``."""
-    stored = read_generator(path)
-    source = Path(stored.source)
-    generator = ema = stored.weights
+    path = Path(path)
     discriminator = None
-    if source.is_file():  # a training checkpoint: read_generator took its EMA generator
-        state = torch.load(source, map_location="cpu", weights_only=True)
+    if path.is_file() and path.name != EXPORT_CONFIG and path.suffix != ".safetensors":  # a training checkpoint
+        state = _load_weights_only(path)  # read once, for G, EMA-G and D
+        stored = _read_checkpoint_generator(path, state)  # its EMA generator
+        generator = ema = stored.weights
         if isinstance(state.get("generator"), dict):
             generator = plain_names(state["generator"])
         if isinstance(state.get("discriminator"), dict):
             discriminator = plain_names(state["discriminator"])
-        hashed = source
+        hashed = path
     else:
-        hashed = source / EXPORT_WEIGHTS
+        stored = read_generator(path)
+        generator = ema = stored.weights
+        hashed = Path(stored.source) / EXPORT_WEIGHTS
     digest = hashlib.sha256()
     with open(hashed, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -9,9 +9,10 @@ inputs, then a burst larger than the queue. Local servers only (127.0.0.1), boun
 Every good request must come back as an image of its input's size, every bad one as an error that
 says what is wrong; in the burst, each request gets an image or a clean "queue is full" refusal, and
 the server answers normally afterwards. The server's resident memory is sampled (Linux /proc) and
-printed every --report-every requests. From the warm-up point (a fifth of the requests) on, the mean of
-the later half of these samples may exceed that of the earlier half by at most --max-rss-growth-mb. Prints requests, failures and
-p50/p95 latency; --json PATH also writes the numbers. Exit status 1 if anything failed.
+printed every --report-every requests. From the warm-up point (a fifth of the requests) on, the mean
+of the later half of these samples may exceed that of the earlier half by at most
+--max-rss-growth-mb. Prints requests, failures and p50/p95 latency; --json PATH also writes the
+numbers. Exit status 1 if anything failed.
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="the whole test stops sending after this")
     parser.add_argument("--max-rss-growth-mb", type=float, default=100.0,
-                        help="allowed growth of the server's memory from warm-up to the end")
+                        help="allowed growth of the server's memory after warm-up (later half of the "
+                             "samples against the earlier half)")
     parser.add_argument("--report-every", type=int, default=0,
                         help="print the server's memory every N requests (0 = a tenth of --requests)")
     parser.add_argument("--seed", type=int, default=0, help="order of the request mix")
@@ -281,11 +283,12 @@ def run(args) -> dict:
                     if done["count"] == warm_at:
                         rss["warm"] = now
                 if done["count"] % args.report_every == 0 or done["count"] == warm_at:
-                    samples.append({"requests": done["count"], "seconds": round(time.time() - started, 1),
-                                    "rss_mib": None if now is None else round(now, 1)})
-                    print(f"  {done['count']:>6} requests, {samples[-1]['seconds']:>7} s: server RSS "
-                          f"{'?' if now is None else f'{now:.1f}'} MiB" + (" (warm-up point)" if done["count"] == warm_at
-                                                                            else ""), flush=True)
+                    sample = {"requests": done["count"], "seconds": round(time.time() - started, 1),
+                              "rss_mib": None if now is None else round(now, 1)}
+                    samples.append(sample)
+                    mark = " (warm-up point)" if done["count"] == warm_at else ""
+                    print(f"  {sample['requests']:>6} requests, {sample['seconds']:>7} s: server RSS "
+                          f"{sample['rss_mib'] or '?'} MiB{mark}", flush=True)
             return {"kind": kind, "result": result, "problem": problem, "latency": latency}
 
         with ThreadPoolExecutor(args.clients, initializer=bind_client) as pool:
