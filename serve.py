@@ -1,7 +1,8 @@
 """Gradio demo and API for a trained colorizer: upload line art, optionally paint hints or pick a
 palette, get it coloured.
 
-    python serve.py                                  # newest runs/*/export, else models/demo/
+    python serve.py                                  # the bundled model, models/demo/
+    python serve.py --checkpoint latest              # the newest runs/*/export
     python serve.py --checkpoint runs/NAME/export    # or a training checkpoint .pt
     python serve.py --host 0.0.0.0 --auth user:pass  # reachable from other machines, with a login
 
@@ -44,24 +45,37 @@ LABEL_MODES = {label: mode for mode, label in MODE_LABELS.items()}
 RUNS_DIR = Path("runs")
 DEMO_MODEL = Path("models/demo")  # the bundled model (experiments/demo.yaml, see experiments/RESULTS.md)
 EXAMPLES_ROOT = Path("data/openmoji256")  # examples when the model's own dataset folder is not here
+EXAMPLES_DIR = "examples"  # line-art PNGs shipped beside an export (models/demo/examples), for a fresh clone
+LATEST = "latest"  # --checkpoint latest: the newest trained run
+LAYER_NAMES = ("colorized", "colorized_flat", "colorized_lines")  # download names: composite, colour, lines
 ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",
                 "#8d5524", "#6c757d"]
 MIB = 1024 * 1024
 CACHE_ROOM = 4  # the cache must hold at least this many of the largest uploads at once
-NO_MODEL_HELP = ("no trained model found: looked for runs/*/export/config.json and models/demo/ under {cwd}. "
+NO_MODEL_HELP = ("no trained model found: looked for models/demo/ and runs/*/export/config.json under {cwd}. "
                  "Train one with `python train.py` (it exports to runs/NAME/export), or pass "
                  "`--checkpoint PATH` (an export folder or a checkpoint .pt).")
+NO_RUN_HELP = ("--checkpoint latest: no trained run found (runs/*/export/config.json under {cwd}). Train one with "
+               "`python train.py`, or leave --checkpoint out to serve the bundled model.")
 
 
-def find_checkpoint(root: Path = Path(".")) -> Optional[Path]:
-    """The newest export under ``root/runs`` (by config.json mtime), else ``root/models/demo``, else None."""
+def latest_run(root: Path = Path(".")) -> Optional[Path]:
+    """The newest export under ``root/runs`` (by its config.json's mtime), or None."""
     exports = sorted((root / RUNS_DIR).glob(f"*/{EXPORT_DIR}/{EXPORT_CONFIG}"), key=lambda p: p.stat().st_mtime)
-    if exports:
-        return exports[-1].parent
+    return exports[-1].parent if exports else None
+
+
+def find_checkpoint(root: Path = Path("."), which: Optional[str] = None) -> Optional[Path]:
+    """What to serve: ``which`` as a path; "latest": the newest run's export; None: the bundled
+    model (``root/models/demo``), else the newest run's export. None when there is nothing."""
+    if which == LATEST:
+        return latest_run(root)
+    if which:
+        return Path(which)
     if (root / DEMO_MODEL / EXPORT_CONFIG).is_file():
         return root / DEMO_MODEL
-    return None
+    return latest_run(root)
 
 
 def find_examples(data_root: Path = EXAMPLES_ROOT, limit: int = 8) -> list:
@@ -88,11 +102,15 @@ def find_examples(data_root: Path = EXAMPLES_ROOT, limit: int = 8) -> list:
     return examples
 
 
-def examples_for(colorizer: Colorizer) -> list:
-    """Example drawings from the test split of the data the model was trained on when that folder is
-    here (a model trained at 96 px gets 96 px examples), else from EXAMPLES_ROOT."""
+def examples_for(colorizer: Colorizer, model_dir: Optional[Path] = None) -> list:
+    """Example drawings: from the test split of the data the model was trained on when that folder
+    is here (a model trained at 96 px gets 96 px examples), else the PNGs shipped beside the model
+    (``model_dir/examples``, as models/demo has), else from EXAMPLES_ROOT's test split."""
     own_data = Path(str(colorizer.config.data.root))
-    return find_examples(own_data if (own_data / "manifest.jsonl").is_file() else EXAMPLES_ROOT)
+    if (own_data / "manifest.jsonl").is_file():
+        return find_examples(own_data)
+    shipped = sorted(str(p) for p in (Path(model_dir) / EXAMPLES_DIR).glob("*.png")) if model_dir else []
+    return shipped or find_examples(EXAMPLES_ROOT)
 
 
 def bad_input(message: str) -> gr.Error:
@@ -170,11 +188,18 @@ def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image
         raise bad_input(str(err)) from None
 
 
-def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str) -> Image.Image:
-    """Apply the mode labelled ``label``: automatic ignores hints and palette; each hinted mode needs its hint."""
+def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str):
+    """Apply the mode labelled ``label`` -> ``inference.Layers``. Automatic uses painted strokes when
+    there are any (it is painted hints then) and ignores the palette; each hinted mode needs its
+    hint; palette mode with strokes says, on the page, that it left them out."""
     if not isinstance(label, str) or label not in LABEL_MODES:
         raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
     mode = LABEL_MODES[label]
+    if mode == HintMode.NONE and hints is not None:
+        mode = HintMode.SPATIAL  # strokes are never ignored silently
+    if mode == HintMode.PALETTE and hints is not None:
+        gr.Warning("palette mode uses the palette only: your painted strokes were left out "
+                   "(choose painted hints to use them)")
     if mode == HintMode.PALETTE:
         try:
             colors = parse_palette(palette or "", colorizer.palette_size)
@@ -185,14 +210,15 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
     if mode == HintMode.SPATIAL and hints is None:
         raise bad_input("painted hints mode: paint some strokes on the 'hints' layer first")
     try:
-        return colorizer.colorize(line_art, hints=hints if mode == HintMode.SPATIAL else None,
-                                  palette=palette if mode == HintMode.PALETTE else None)
+        return colorizer.colorize_layers(line_art, hints=hints if mode == HintMode.SPATIAL else None,
+                                         palette=palette if mode == HintMode.PALETTE else None)
     except (ValueError, TypeError) as err:
         raise bad_input(str(err)) from None
 
 
-def cache_png(image: Image.Image, cache_dir: str) -> str:
-    """Save a result as PNG in Gradio's cache, named by its content and written once, atomically.
+def cache_png(image: Image.Image, cache_dir: str, name: str = LAYER_NAMES[0]) -> str:
+    """Save a result as ``name``.png in Gradio's cache, in a folder named by its content, written
+    once, atomically.
 
     Gradio's own ``save_pil_to_cache`` rewrites an existing file in place when two results are
     identical, so a client still downloading the first copy can get a truncated body (the load test
@@ -201,7 +227,7 @@ def cache_png(image: Image.Image, cache_dir: str) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="png")
     data = buffer.getvalue()
-    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / "colorized.png"
+    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / f"{name}.png"
     try:
         # Written already: only touch its ctime (by which the cache cleaner ages files), so a result
         # handed out again is not deleted on the schedule of its first use; its bytes stay as they are.
@@ -328,22 +354,23 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
     results older than ``keep_files_s`` are deleted (checked hourly), so a long-running demo's disk
     use stays bounded too."""
 
-    def save_result(image: Image.Image) -> str:
-        path = cache_png(image, demo.GRADIO_CACHE)
+    def save_layers(layers) -> list:
+        """The composite, the flat colour and the line layer as PNG paths, in that order (LAYER_NAMES)."""
+        paths = [cache_png(image, demo.GRADIO_CACHE, name)
+                 for image, name in zip((layers.image, layers.flat, layers.lines), LAYER_NAMES)]
         if getattr(demo, "cache_limit", None):  # set by launch()
-            trim_cache(demo.GRADIO_CACHE, demo.cache_limit, kept_files(demo))
-        return path
+            trim_cache(demo.GRADIO_CACHE, demo.cache_limit, kept_files(demo) | set(paths))
+        return paths
 
-    def colorize(editor: dict, mode: str, palette: str) -> str:
+    def colorize(editor: dict, mode: str, palette: str) -> tuple:
+        """-> (the composite's path, every layer's path). The paths go to a gr.State, which API
+        clients do not see: /colorize answers with the composite alone, as before layers existed."""
         line_art, hints = editor_images(editor)
-        return save_result(run_colorizer(colorizer, line_art, hints, palette, mode))
+        paths = save_layers(run_colorizer(colorizer, line_art, hints, palette, mode))
+        return paths[0], paths
 
-    def colorize_file(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
-                      mode: str = "") -> gr.FileData:
-        """Colour a line-art image file. hints: an RGBA image file of painted strokes, same size
-        (transparent = no hint); palette: hex colours separated by commas; mode: automatic, palette
-        or painted hints ("" = painted hints if hints are given, else palette if one is, else
-        automatic). Returns a PNG file of the line art's size."""
+    def file_inputs(line_art, hints, palette, mode) -> tuple:
+        """The file endpoints' inputs, checked -> (line art, hint image or None, palette, mode label)."""
         palette = "" if palette is None else palette
         mode = "" if mode is None else mode
         if not isinstance(palette, str) or not isinstance(mode, str):
@@ -353,8 +380,25 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         if not mode:
             mode = MODE_LABELS[HintMode.SPATIAL if hint_image is not None
                                else HintMode.PALETTE if (palette or "").strip() else HintMode.NONE]
-        result = run_colorizer(colorizer, image, hint_image, palette, mode)
-        return gr.FileData(path=save_result(result), orig_name="colorized.png")
+        return image, hint_image, palette, mode
+
+    def colorize_file(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
+                      mode: str = "") -> gr.FileData:
+        """Colour a line-art image file. hints: an RGBA image file of painted strokes, same size
+        (transparent = no hint); palette: hex colours separated by commas; mode: automatic, palette
+        or painted hints ("" = painted hints if hints are given, else palette if one is, else
+        automatic). Returns a PNG file of the line art's size: the colour with the line art's own
+        lines over it."""
+        paths = save_layers(run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode)))
+        return gr.FileData(path=paths[0], orig_name=f"{LAYER_NAMES[0]}.png")
+
+    def colorize_layers(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
+                        mode: str = "") -> list:
+        """As colorize_file, but returns three PNG files of the line art's size, the layers an
+        illustrator stacks: colorized.png (colour with the lines over it), colorized_flat.png (the
+        colour alone, no lines) and colorized_lines.png (the lines only, black on transparent)."""
+        paths = save_layers(run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode)))
+        return [gr.FileData(path=path, orig_name=f"{name}.png") for path, name in zip(paths, LAYER_NAMES)]
 
     def add_color(palette: str, color: str) -> str:
         try:
@@ -379,8 +423,8 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                     height=480, elem_id="line-art")
                 decode_uploads_safely(editor, colorizer.max_pixels)
                 mode = gr.Radio(list(LABEL_MODES), value=MODE_LABELS[HintMode.NONE], label="Mode", elem_id="mode",
-                                info="automatic: no hints; palette: the colours below, anywhere; "
-                                     "painted hints: your strokes on the 'hints' layer")
+                                info="automatic: your strokes on the 'hints' layer if you painted any, else no "
+                                     "hints; palette: the colours below, anywhere; painted hints: your strokes")
                 with gr.Row():
                     palette = gr.Textbox(label=f"Palette (up to {colorizer.palette_size} hex colours)",
                                          placeholder="#e63946, #457b9d, #f1faee", elem_id="palette", scale=3)
@@ -388,21 +432,27 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                     add = gr.Button("Add colour", scale=1)
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
             with gr.Column():
-                result = gr.Image(label="Result", type="pil", format="png", buttons=["download"],
+                result = gr.Image(label="Result", type="filepath", format="png", buttons=["download"],
                                   interactive=False, height=480, elem_id="result")
+                layers = gr.File(label="Layers: colorized.png (colour + lines), colorized_flat.png (colour "
+                                       "only), colorized_lines.png (lines only, transparent)",
+                                 file_count="multiple", interactive=False, elem_id="layers")
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[editor], label="Test-split line art")
         add.click(add_color, [palette, picker], palette, api_visibility="private")
-        button.click(colorize, [editor, mode, palette], result, api_name="colorize")
+        layer_paths = gr.State([])
+        button.click(colorize, [editor, mode, palette], [result, layer_paths], api_name="colorize").then(
+            lambda paths: paths, layer_paths, layers, api_visibility="private")
         gr.api(colorize_file, api_name="colorize_file")
+        gr.api(colorize_layers, api_name="colorize_layers")
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return demo
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve a trained colorizer as a Gradio app and API.")
-    parser.add_argument("--checkpoint", help="export folder, its config.json, or a training checkpoint .pt "
-                        "(default: newest runs/*/export, else models/demo/)")
+    parser.add_argument("--checkpoint", help="export folder, its config.json, or a training checkpoint .pt; "
+                        "latest: the newest runs/*/export (default: the bundled model, models/demo/)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 = all; default local only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
@@ -434,9 +484,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)  # this app's lines, not every HTTP request of the libraries
     args = parse_args(argv)
-    path = Path(args.checkpoint) if args.checkpoint else find_checkpoint()
+    path = find_checkpoint(which=args.checkpoint)
     if path is None:
-        print(f"serve.py: {NO_MODEL_HELP.format(cwd=Path.cwd())}", file=sys.stderr)
+        help_text = NO_RUN_HELP if args.checkpoint == LATEST else NO_MODEL_HELP
+        print(f"serve.py: {help_text.format(cwd=Path.cwd())}", file=sys.stderr)
         return 2
     try:
         colorizer = Colorizer.load(path, device=args.device, max_pixels=args.max_pixels)
@@ -449,8 +500,9 @@ def main(argv=None) -> int:
     cache_dir = (args.cache_dir or os.environ.get("GRADIO_TEMP_DIR")
                  or Path(tempfile.gettempdir()) / f"colorizer-demo-{args.port}")
     os.environ["GRADIO_TEMP_DIR"] = str(Path(cache_dir).resolve())
-    demo = build_demo(colorizer, examples_for(colorizer), queue_size=args.queue_size, concurrency=args.concurrency,
-                      keep_files_s=max(1, round(args.keep_files_hours * 3600)))
+    model_dir = path if path.is_dir() else path.parent
+    demo = build_demo(colorizer, examples_for(colorizer, model_dir), queue_size=args.queue_size,
+                      concurrency=args.concurrency, keep_files_s=max(1, round(args.keep_files_hours * 3600)))
     warning = exposure_warning(args.host, args.auth, args.share)
     if warning:
         log.warning("WARNING: %s", warning)

@@ -1,7 +1,7 @@
 """Throughput benchmarks: ``python -m colorizer.bench [--device cuda|cpu] [--size 256] [--quick]``.
 
 Prints a table and writes JSON. Each training figure is the iteration ``train.py`` runs
-(``step.prepare_inputs`` and ``step.train_step``: augmentation, hint simulation, D step, G step with
+(``step.prepare_inputs`` and ``step.train_step``: augmentation, line styles, hint simulation, D step, G step with
 every configured loss term, clipping, EMA, the non-finite guard) on a fixed random batch, after
 warm-up, with synchronisation around GPU timings, as the median over repeats. The pix2pix recipe
 (``experiments/baseline.yaml``: batch norm, transposed convolutions, dropout, no hints, no
@@ -116,7 +116,7 @@ def bench_train(cfg, device, precision, batch, size, channels_last, compile_, wa
 
 def bench_data(cfg, batch: int, device, seconds: float) -> dict:
     """Images/s of the data path alone, as training runs it: the training stream (cached decode in
-    the DataLoader workers), then ``step.prepare_inputs`` (batched augmentation and hint simulation
+    the DataLoader workers), then ``step.prepare_inputs`` (batched augmentation, line styles and hint simulation
     on ``device``). The first epoch decodes the PNGs ("cold"); later epochs read the in-memory uint8
     cache ("warm", the steady state)."""
     root = Path(cfg.data.root)

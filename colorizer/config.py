@@ -90,6 +90,28 @@ class HintConfig:
 
 
 @dataclass
+class LineStyleConfig:
+    """Line-style augmentation (colorizer/linestyle.py): the shares of each batch by where its line art comes
+    from, and the ranges each source draws from per sample."""
+
+    # On by default: neutral on the artist's lines, better on XDoG lines (experiments/RESULTS.md, line-style A/B)
+    artist: float = 0.4  # share that keeps the dataset's line art unchanged
+    xdog: float = 0.3  # share given XDoG line art extracted from the colour target
+    varied: float = 0.3  # share given the dataset's line art varied (jitter ... noise below)
+    xdog_sigma: List[float] = field(default_factory=lambda: [0.5, 1.3])  # finer Gaussian sigma range, px (working size)
+    xdog_k: float = 1.6  # coarser / finer sigma
+    xdog_tau: List[float] = field(default_factory=lambda: [0.95, 0.99])  # weight range of the coarser Gaussian
+    xdog_epsilon: List[float] = field(default_factory=lambda: [-0.02, 0.0])  # threshold range (lower = fewer lines)
+    xdog_phi: List[float] = field(default_factory=lambda: [50.0, 300.0])  # sharpness range (large = binary lines)
+    jitter: float = 1.5  # varied: smooth displacement up to this many px
+    thickness: float = 1.0  # varied: lines up to this many px thicker or thinner on each side
+    gaps: float = 0.15  # varied: up to this share of the ink erased in small blobs
+    lightness: float = 0.5  # varied: ink lightened by up to this share (0.5: black can become mid grey)
+    blur: float = 1.0  # varied: Gaussian softening up to this sigma, px
+    noise: float = 0.05  # varied: scan-like Gaussian noise up to this std, in [0, 1] units
+
+
+@dataclass
 class LossConfig:
     gan: str = "bce"  # bce (non-saturating) | lsgan | hinge
     gan_weight: float = 1.0  # weight of the generator's adversarial term
@@ -152,6 +174,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     hints: HintConfig = field(default_factory=HintConfig)
+    lines: LineStyleConfig = field(default_factory=LineStyleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -263,6 +286,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError("need 0 <= hints.drop_min <= hints.drop_max < 1")
     if not 0.0 <= cfg.hints.strokes <= 1.0:
         raise ConfigError(f"hints.strokes={cfg.hints.strokes} must be in [0, 1]")
+    validate_lines(cfg.lines)
     if not 1 <= cfg.hints.patch_min <= cfg.hints.patch_max:
         raise ConfigError("need 1 <= hints.patch_min <= hints.patch_max")
     points = list(cfg.hints.curriculum)
@@ -287,6 +311,27 @@ def validate(cfg: Any) -> None:
         raise ConfigError("train.keep_checkpoints must be >= 0")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
         raise ConfigError("data.max_bad_fraction must be in [0, 1]")
+
+
+def validate_lines(lines: LineStyleConfig) -> None:
+    shares = (lines.artist, lines.xdog, lines.varied)
+    if min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+        raise ConfigError(f"lines.artist + lines.xdog + lines.varied must be >= 0 each and sum to 1 "
+                          f"(got {sum(shares)})")
+    for key in ("xdog_sigma", "xdog_tau", "xdog_epsilon", "xdog_phi"):
+        bounds = list(getattr(lines, key))
+        if len(bounds) != 2 or bounds[0] > bounds[1]:
+            raise ConfigError(f"lines.{key}={bounds} must be a range [low, high] with low <= high")
+    if lines.xdog_sigma[0] <= 0 or lines.xdog_k <= 1:
+        raise ConfigError("need lines.xdog_sigma > 0 and lines.xdog_k > 1")
+    for key in ("jitter", "blur", "noise"):
+        if getattr(lines, key) < 0:
+            raise ConfigError(f"lines.{key}={getattr(lines, key)} must be >= 0")
+    if not 0 <= lines.thickness <= 1:
+        raise ConfigError(f"lines.thickness={lines.thickness} must be in [0, 1] (px each side)")
+    for key in ("gaps", "lightness"):
+        if not 0 <= getattr(lines, key) <= 1:
+            raise ConfigError(f"lines.{key}={getattr(lines, key)} must be in [0, 1]")
 
 
 def image_size(data: DataConfig) -> tuple:

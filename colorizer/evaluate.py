@@ -2,6 +2,7 @@
 
     python -m colorizer.evaluate --checkpoint runs/NAME/export --data data/openmoji256 \
         --split test --out eval.json
+    python -m colorizer.evaluate ... --data data/openmoji256 data/openmoji256_xdog    # several line styles
 
 Every metric is reported over the whole image and over the colour region (target pixels that are
 neither paper white nor line black): the paper and the lines are given by the input, so
@@ -21,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -29,9 +31,9 @@ from .config import image_size
 from .data import PairDataset, mean_color
 from .extra_metrics import ExtraMetrics
 from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
-from .images import to_array
+from .images import to_array, to_pil, to_signed
 from .inference import Colorizer, ModelLoadError
-from .metrics import hint_error, image_metrics
+from .metrics import hint_error, image_metrics, line_error
 from .visualize import save_grid
 
 PATCH_COUNTS = (0, 1, 2, 5, 10, 20, 50)  # the hint curve: the interactive-colorization protocol
@@ -39,6 +41,12 @@ MODE_PATCHES = 10  # clean spatial hint patches per image in the per-mode table 
 PLACEMENT = "color"  # hint patches inside the colour region, as users paint them ("uniform": anywhere)
 SHAPES = {"patch": 0.0, "stroke": 1.0}  # hint shape -> share of strokes (short lines of patches) among the hints
 METRICS = ("psnr", "psnr_color", "ssim", "ssim_color")
+# How a drawing larger than the model's working size is coloured (Colorizer.colorize arguments):
+FULL_RES_PATHS = {
+    "enlarge": {"resolution": "model", "composite": False},  # the network's output enlarged, its own lines
+    "composite": {"resolution": "model", "composite": True},  # colour enlarged, the drawing's lines over it
+    "native": {"resolution": "native", "composite": True},  # the network at the drawing's size, lines over it
+}
 
 
 class EmptySplitError(ValueError):
@@ -173,13 +181,16 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
              extra: ExtraMetrics | None = None, shape: str = "patch") -> dict:
     """Metrics of ``model`` on ``split`` of the prepared folder ``root`` (at the model's training size)
     and of the two trivial baselines; a JSON-ready dict. Hints are clean and seeded per batch, so
-    the same model, data, seed and batch size give the same numbers. ``extra`` (LPIPS, FID) sees
-    the hintless predictions."""
+    the same model, data, seed and batch size give the same numbers. ``extra`` (LPIPS, FID) is reset,
+    then sees the hintless predictions."""
     cfg, generator, device = model.config, model.generator, model.device
+    if extra is not None:
+        extra.reset()
     acc, per_image, dataset = run_protocol(generator, cfg, root, split, device, placement=placement, shape=shape,
                                            batch_size=batch_size, max_items=max_items, seed=seed, curve=True,
                                            baselines=True, extra=extra, progress=True)
     report = {
+        "data": str(root), "lines": line_style(root),
         "split": split, "items": len(dataset), "size": list(dataset.size), "placement": placement, "shape": shape,
         "seed": seed,
         "batch_size": batch_size, "step": model.step, "run_name": model.run_name, "modes": {}, "baselines": {},
@@ -213,6 +224,59 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
     return report
 
 
+def prepared_size(root: Path) -> int | None:
+    """The ``--size`` a data_prep folder was prepared at (its report.json), or None if unknown."""
+    try:
+        return int(json.loads((Path(root) / "report.json").read_text())["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@torch.no_grad()
+def full_resolution(model: Colorizer, root: Path, split: str, size: int, max_items: int = 0,
+                    paths=tuple(FULL_RES_PATHS), progress: bool = True) -> dict:
+    """Hintless colourings of ``split`` at ``size`` x ``size`` px through ``Colorizer.colorize``, as
+    a user gets them, by each of ``paths`` (FULL_RES_PATHS): METRICS over the target and
+    ``line_error`` (how much lighter than drawn the result is on the drawing's line pixels, in [0, 1]
+    units). The folder must have been prepared at ``size`` or more: enlarged line art is no test
+    of full-resolution lines. ValueError saying how to prepare it otherwise."""
+    prepared = prepared_size(root)
+    if prepared is not None and prepared < size:
+        raise ValueError(f"{root} was prepared at {prepared} px, smaller than --size {size}: prepare it at that size, "
+                         f"e.g. `python -m data_prep openmoji --out {Path(root).parent / f'openmoji{size}'} "
+                         f"--size {size}`")
+    dataset = PairDataset(root, split, size=(size, size), cache=False, max_items=max_items)
+    if len(dataset) == 0:
+        raise EmptySplitError(f"the {split} split of {root} is empty (see {Path(root) / 'report.json'})")
+    acc = Accumulator()
+    for index in tqdm(range(len(dataset)), desc=f"full resolution {size} px", dynamic_ncols=True, disable=not progress):
+        item = dataset[index]
+        line, color = item["line"][None], item["color"][None]  # (1, 1, H, W), (1, 3, H, W) in [-1, 1]
+        region, drawing = color_region(color), to_pil(item["line"])
+        for name in paths:
+            out = np.asarray(model.colorize(drawing, **FULL_RES_PATHS[name]))  # (H, W, 3) uint8
+            pred = to_signed(out).permute(2, 0, 1)[None]  # (1, 3, H, W) in [-1, 1]
+            for metric, value in {**image_metrics(pred, color, region), "line_error": line_error(pred, line)}.items():
+                acc.add(f"{name}/{metric}", value)
+    return {"size": [size, size], "items": len(dataset), "hints": "none", "working_size": list(model.box),
+            "paths": {name: {metric: acc.mean(f"{name}/{metric}") for metric in METRICS + ("line_error",)}
+                      for name in paths}}
+
+
+def line_style(root: Path) -> str:
+    """How the prepared folder's line art was made, from its report.json: "artist" (OpenMoji's own
+    line layer), the XDoG settings (``--lines xdog`` or the folder importer), or "unknown"."""
+    try:
+        report = json.loads((Path(root) / "report.json").read_text())
+    except (OSError, ValueError):
+        return "unknown"
+    if "lines" in report:
+        return report["lines"]
+    if report.get("styles"):
+        return "; ".join(report["styles"])
+    return "artist" if report.get("source") == "openmoji" else "unknown"
+
+
 def log_wandb(report: dict, mode: str, project: str, curve_png: Path) -> str:
     """The summary metrics, the hint curve and a table of the K worst samples (line | prediction |
     target) as a W&B run of job type "eval"; returns the run's folder or URL."""
@@ -238,7 +302,8 @@ def log_wandb(report: dict, mode: str, project: str, curve_png: Path) -> str:
 
 def markdown(report: dict) -> str:
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731
-    lines = [f"Split `{report['split']}`: {report['items']} images at {report['size'][0]}x{report['size'][1]}, "
+    lines = [f"`{report.get('data', '?')}` ({report.get('lines', 'unknown')} lines), "
+             f"split `{report['split']}`: {report['items']} images at {report['size'][0]}x{report['size'][1]}, "
              f"hints placed `{report['placement']}`, shaped `{report.get('shape', 'patch')}`, "
              f"step {report['step']}", "",
              "| method | PSNR | PSNR colour | SSIM | SSIM colour | hint error |", "|---|---|---|---|---|---|"]
@@ -254,6 +319,31 @@ def markdown(report: dict) -> str:
                      f"{fmt(row['ssim_color'])} | {fmt(row['hint_error'])} |")
     lpips, fid = (v if isinstance(v, str) else f"{v:.4f}" for v in (report["lpips"], report["fid"]))
     lines += ["", f"LPIPS (hintless): {lpips}", f"FID (hintless): {fid}"]
+    return "\n".join(lines)
+
+
+def compare_markdown(reports: list) -> str:
+    """One row per evaluated dataset (the same model): colour-region PSNR hintless and at
+    ``MODE_PATCHES`` patches, the gain, and the two trivial baselines, so line styles sit side by side."""
+    fmt = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
+    lines = [f"| data | lines | items | hintless | {MODE_PATCHES} patches | gain | line art | mean colour |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in reports:
+        none, spatial = r["modes"]["none"]["psnr_color"], r["modes"]["spatial"]["psnr_color"]
+        lines.append(f"| {r['data']} | {r['lines']} | {r['items']} | {fmt(none)} | {fmt(spatial)} | "
+                     f"{fmt(spatial - none)} | {fmt(r['baselines']['line_art']['psnr_color'])} | "
+                     f"{fmt(r['baselines']['mean_color']['psnr_color'])} |")
+    return "\n".join(lines)
+
+
+def full_resolution_markdown(result: dict) -> str:
+    """The full-resolution table: one row per path."""
+    fmt = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
+    lines = [f"Full resolution, {result['items']} images at {result['size'][0]}x{result['size'][1]}, no hints "
+             f"(working size {result['working_size'][0]}x{result['working_size'][1]}):", "",
+             "| path | PSNR | PSNR colour | SSIM | SSIM colour | line error |", "|---|---|---|---|---|---|"]
+    for name, m in result["paths"].items():
+        lines.append(f"| {name} | " + " | ".join(fmt(m[k]) for k in METRICS + ("line_error",)) + " |")
     return "\n".join(lines)
 
 
@@ -285,13 +375,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m colorizer.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="export folder or training checkpoint (.pt)")
-    parser.add_argument("--data", required=True, help="prepared dataset folder (manifest.jsonl inside)")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="prepared dataset folder(s) (manifest.jsonl inside). Several (for example the artist-"
+                             "line and the XDoG-line OpenMoji) are each evaluated and compared in one table; the "
+                             "first one's report is the JSON's top level, the others' are under \"also\"")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", required=True, help="JSON report; NAME_curve.png and NAME_worst.png go beside it")
     parser.add_argument("--placement", default=PLACEMENT, choices=("color", "uniform"),
                         help="hint patches inside the colour region (as users paint) or anywhere")
     parser.add_argument("--hint-shape", default="patch", choices=list(SHAPES),
                         help="spatial hints as square patches (the protocol) or short strokes, like the demo's brush")
+    parser.add_argument("--size", type=int, default=0,
+                        help="also colour the split at N x N px through the demo's paths (the network's output "
+                             "enlarged, the composite with the drawing's lines, native resolution) and report them "
+                             "with a line-fidelity figure; the folder must be prepared at N px or more")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-items", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -307,23 +404,37 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     curve_png, worst_png = out.with_name(out.stem + "_curve.png"), out.with_name(out.stem + "_worst.png")
+    reports = []
     try:
         model = Colorizer.load(args.checkpoint, device=args.device)
         extra = ExtraMetrics(model.device, args.lpips_weights, args.fid_weights)
-        report = evaluate(model, Path(args.data), args.split, args.placement, args.batch_size, args.max_items,
-                          args.seed, args.worst, gallery=worst_png, extra=extra, shape=args.hint_shape)
+        for i, data in enumerate(args.data):
+            gallery = worst_png if i == 0 else out.with_name(f"{out.stem}_worst_{Path(data).name}.png")
+            reports.append(evaluate(model, Path(data), args.split, args.placement, args.batch_size, args.max_items,
+                                    args.seed, args.worst, gallery=gallery, extra=extra, shape=args.hint_shape))
+            if args.size:
+                reports[-1]["full_resolution"] = full_resolution(model, Path(data), args.split, args.size,
+                                                                 args.max_items)
     except (FileNotFoundError, ValueError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    report = reports[0]
     report["checkpoint"] = str(args.checkpoint)
-    report["data"] = str(args.data)
     plot_curve(report, curve_png)
     if args.wandb != "disabled":
         report["wandb"] = log_wandb(report, args.wandb, args.project, curve_png)
-    report.pop("worst_images", None)
+    for r in reports:
+        r.pop("worst_images", None)
+    if len(reports) > 1:
+        report["also"] = reports[1:]
     out.write_text(json.dumps(report, indent=2))
-    print(markdown(report))
-    print(f"\nwrote {out}, {curve_png.name}, {worst_png.name}")
+    for r in reports:
+        print(markdown(r) + "\n")
+        if "full_resolution" in r:
+            print(full_resolution_markdown(r["full_resolution"]) + "\n")
+    if len(reports) > 1:
+        print(compare_markdown(reports) + "\n")
+    print(f"wrote {out}, {curve_png.name}, " + ", ".join(Path(r["gallery"]).name for r in reports if "gallery" in r))
     return 0
 
 

@@ -105,8 +105,14 @@ class ExtraMetrics:
             self.lpips.to(self.device)
         if self.fid is not None:
             self.fid.to(self.device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the images seen, so the next ``result()`` covers only what comes after (another dataset)."""
         self.lpips_sum, self.lpips_count, self.fid_count = 0.0, 0, 0
         self.lpips_skipped = ""  # why LPIPS could not run on the images seen
+        if self.fid is not None:
+            self.fid.reset()
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:

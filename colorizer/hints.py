@@ -19,6 +19,7 @@ from enum import IntEnum
 import torch
 import torch.nn.functional as F
 
+from .images import gaussian_blur
 
 
 class HintMode(IntEnum):
@@ -78,20 +79,6 @@ def color_region(target: torch.Tensor) -> torch.Tensor:
     white = (unit > WHITE_LEVEL).all(1, keepdim=True)
     dark = (unit < DARK_LEVEL).all(1, keepdim=True)
     return ~(white | dark)
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of x (B, C, H, W) with a per-image sigma (B,) <= max_sigma, in
-    pixels (0 = none). Borders replicate."""
-    batch, channels, height, width = x.shape
-    radius = max(1, math.ceil(2.5 * max_sigma))  # from the config, not sigma.max(): no GPU sync
-    coords = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)  # (2r+1,)
-    kernel = torch.exp(-coords**2 / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))  # (B, 2r+1); sigma 0 -> delta
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # (B*C, 2r+1)
-    x = x.reshape(1, batch * channels, height, width)  # one group per image and channel
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=batch * channels)
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=batch * channels)
-    return x.reshape(batch, channels, height, width)
 
 
 class HintSampler:
@@ -198,7 +185,7 @@ class HintSampler:
         if denoise and cfg.blur_sigma > 0:
             sigma = cfg.blur_sigma * self._rand(batch, device=device, generator=generator)  # (B,)
             # the same blur on colour * mask and on mask: their ratio stays the hint colour
-            hint = _gaussian_blur(hint, sigma, cfg.blur_sigma)
+            hint = gaussian_blur(hint, sigma, cfg.blur_sigma)
         return hint
 
     def palette(self, target, num_colors: int | None = None, generator=None):

@@ -1,10 +1,14 @@
 """Image conversions, one owner each: any PIL mode to 8-bit on white paper, and uint8 <-> the
 networks' [-1, 1] range. ``data_prep`` (writing the dataset), ``data`` (reading it), inference,
-evaluation and monitoring all use these, so a pixel means the same thing everywhere."""
+evaluation and monitoring all use these, so a pixel means the same thing everywhere. Also the
+batched Gaussian blur that the hint simulation and the line styles share."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 ALPHA_MODES = ("P", "PA", "RGBA", "LA", "RGBa", "La")  # modes that can carry transparency
@@ -60,3 +64,18 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, H, W) in [-1, 1] -> RGB or L PIL image."""
     pixels = to_array(x)
     return Image.fromarray(pixels[..., 0], "L") if pixels.shape[2] == 1 else Image.fromarray(pixels, "RGB")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float, truncate: float = 2.5) -> torch.Tensor:
+    """Separable Gaussian blur of x (B, C, H, W) with a per-image sigma (B,) <= max_sigma, in pixels
+    (0 = none). The kernel reaches ``truncate`` x max_sigma pixels (fixed by the caller's bound, not
+    by sigma.max(): no GPU sync); borders replicate, as scikit-image's mode "nearest" does."""
+    batch, channels, height, width = x.shape
+    radius = max(1, math.ceil(truncate * max_sigma))
+    coords = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)  # (2r+1,)
+    kernel = torch.exp(-coords**2 / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))  # (B, 2r+1); sigma 0 -> delta
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # (B*C, 2r+1)
+    x = x.reshape(1, batch * channels, height, width)  # one group per image and channel
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=batch * channels)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=batch * channels)
+    return x.reshape(batch, channels, height, width)

@@ -7,9 +7,13 @@
     image = model.colorize(Image.open("line.png"), hints=Image.open("strokes.png"), palette=["#e63946"])
 
 Images of any PIL mode go in (or a file path or bytes, decoded by ``open_image``), up to
-``max_pixels``; the model works at its training resolution with the aspect
-ratio kept (long side scaled to ``data.size``, padded with white paper to a multiple of
-``2**model.depth``) and the result comes back at the input's size. Nothing here imports training code.
+``max_pixels`` (4096 x 4096 by default). The network works at a working resolution with the aspect
+ratio kept, padded with white paper to a multiple of ``2**model.depth``: its training size (long
+side scaled to ``data.size``; the default), or the drawing's own size (``resolution="native"``, the
+U-Net is fully convolutional) capped at ``max_working_pixels``. The result comes back at the input's
+size with the input's own lines laid over the colour (``composite``), so a 4,000 px drawing keeps
+its crisp lines. ``colorize_layers`` also gives the flat colour layer and the line layer.
+Nothing here imports training code.
 """
 from __future__ import annotations
 
@@ -27,13 +31,15 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import CONFIG_NOTES, GeneratorFile, ModelLoadError, read_generator
+from .composite import enlarge, flat_colour, line_layer, multiply
 from .config import Config, ConfigError, from_dict, image_size
-from .images import flatten_image, to_pil, to_signed
+from .images import flatten_image, to_array, to_signed
 from .models import build_generator
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # larger inputs are refused: decoding and resizing them costs memory
+DEFAULT_MAX_WORKING_PIXELS = 1024 * 1024  # native-resolution inference above this is scaled down to it (memory)
+RESOLUTIONS = ("model", "native")  # where the network runs: its training size, or the drawing's own
 HINT_ALPHA_THRESHOLD = 128  # stroke alpha (0-255) above which a pixel is a hint: ignores anti-aliased edges
-HINT_COVERAGE = 0.1  # fraction of a working-size pixel that hinted pixels must cover to hint it
 
 PaletteEntry = Union[str, Sequence[int]]
 ImageSource = Union[Image.Image, str, os.PathLike, bytes]
@@ -133,24 +139,36 @@ def _resize_plane(plane: np.ndarray, size: tuple) -> np.ndarray:
 def hints_to_arrays(hints: Image.Image, size: tuple) -> tuple:
     """Painted RGBA strokes -> (colour (h, w, 3) in [0, 1], mask (h, w) bool) at ``size`` (h, w).
 
-    A pixel is a hint where alpha > HINT_ALPHA_THRESHOLD (anti-aliased edges are not); a working-size
-    pixel is hinted when hinted pixels cover enough of it, and gets their mean colour."""
+    A pixel is a hint where alpha > HINT_ALPHA_THRESHOLD (anti-aliased edges are not). A working-size
+    pixel is hinted when any hinted pixel falls in it, and gets their mean colour: a 2 px stroke on
+    a 4096 px canvas covers an eighth of each 256 px working pixel it crosses, and still counts."""
     if not (hints.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in hints.info):
         raise ValueError(f"hints must have an alpha channel (transparent = no hint), got a {hints.mode} image")
     rgba = np.asarray(hints.convert("RGBA"), dtype=np.float32) / 255.0  # (H, W, 4)
     painted = (rgba[..., 3] > HINT_ALPHA_THRESHOLD / 255.0).astype(np.float32)  # (H, W)
     coverage = _resize_plane(painted, size)  # (h, w) in [0, 1]
     sums = np.stack([_resize_plane(np.ascontiguousarray(rgba[..., c] * painted), size) for c in range(3)], -1)
-    mask = coverage > HINT_COVERAGE
+    mask = coverage > 0
     colour = np.where(mask[..., None], sums / np.maximum(coverage, 1e-6)[..., None], 0.0).clip(0, 1)
     return colour.astype(np.float32), mask
+
+
+@dataclasses.dataclass
+class Layers:
+    """One colouring as the layers an illustrator stacks, all at the input's (oriented) size."""
+
+    image: Image.Image  # RGB: the flat colour with the input's lines multiplied over it
+    flat: Image.Image  # RGB: the colour alone, no lines (the layer under the line art)
+    lines: Image.Image  # RGBA: the input's lines in black, their darkness as alpha, paper transparent
+    working_size: tuple  # (h, w) the network ran at, before padding
 
 
 class Colorizer:
     """A generator in eval mode on one device, ready to colour images; safe to share between threads."""
 
     def __init__(self, generator: torch.nn.Module, config, step: int = 0, metrics: Optional[dict] = None,
-                 run_name: str = "", source: str = "", max_pixels: int = DEFAULT_MAX_PIXELS, device=None):
+                 run_name: str = "", source: str = "", max_pixels: int = DEFAULT_MAX_PIXELS, device=None,
+                 max_working_pixels: int = DEFAULT_MAX_WORKING_PIXELS):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device).eval()
         for param in self.generator.parameters():
@@ -162,6 +180,7 @@ class Colorizer:
         self.notes: dict = {}  # plain values training stored beside the config, e.g. perceptual_status
         self.source = source
         self.max_pixels = int(max_pixels)
+        self.max_working_pixels = int(max_working_pixels)
         # Plain ints read once: every call then avoids OmegaConf lookups.
         self.box = tuple(int(v) for v in image_size(config.data))  # (H, W) the model was trained at
         self.multiple = 2 ** int(config.model.depth)
@@ -231,25 +250,59 @@ class Colorizer:
         return f"{text}; no validation metrics recorded"
 
     # ---------------------------------------------------------------- colouring
-    def colorize(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None) -> Image.Image:
+    def colorize(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
+                 resolution: str = "model", composite: bool = True) -> Image.Image:
+        """Colour ``line_art``: the RGB image of ``colorize_layers`` (colour with the input's lines
+        over it), at the line art's (oriented) size. ``composite=False``: the network's own output,
+        its copy of the lines included, enlarged bicubic (the path before compositing existed; the
+        full-resolution evaluation compares the two)."""
+        colour, line, _ = self._colour(line_art, hints, palette, resolution, flat=composite)
+        return Image.fromarray(multiply(colour, line) if composite else to_array(colour), "RGB")
+
+    def colorize_layers(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
+                        resolution: str = "model") -> Layers:
+        """Colour ``line_art`` and return the composite, the flat colour layer and the line layer."""
+        flat, line, working = self._colour(line_art, hints, palette, resolution)
+        return Layers(image=Image.fromarray(multiply(flat, line), "RGB"), flat=Image.fromarray(to_array(flat), "RGB"),
+                      lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working)
+
+    def working_size(self, height: int, width: int, resolution: str = "model") -> tuple:
+        """(h, w) the network colours a ``height`` x ``width`` drawing at, before padding: the
+        training box with the aspect kept ("model"), or the drawing's own size scaled down to at
+        most ``max_working_pixels`` ("native")."""
+        if resolution == "model":
+            return fit_size(height, width, self.box, self.multiple)[:2]
+        if resolution != "native":
+            raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
+        scale = min(1.0, (self.max_working_pixels / (height * width)) ** 0.5)
+        return max(1, int(height * scale)), max(1, int(width * scale))
+
+    def _colour(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str,
+                flat: bool = True) -> tuple:
         """Colour ``line_art`` (a PIL image of any mode, or a file path or bytes; EXIF orientation
-        honoured; at most ``max_pixels``).
+        honoured; at most ``max_pixels``) at the working resolution of ``resolution``.
 
         hints: optional RGBA strokes aligned with the (orientation-corrected) line art; transparent
         pixels are not hints, painted ones give their colour there. palette: optional colours for the
         whole image ("#rrggbb" strings or (r, g, b) tuples, at most ``model.palette_size``).
-        Returns an RGB image of the line art's (oriented) size. ValueError or TypeError, saying
-        what is wrong, for an input it cannot use."""
+        Returns (flat colour (3, H, W) in [-1, 1] at the line art's size, the line art (H, W) uint8,
+        the working size (h, w)); with ``flat=False`` the network's output as it is, lines and all,
+        instead of the flat colour. ValueError or TypeError, saying what is wrong, for an input it
+        cannot use."""
         colors = parse_palette(palette, self.palette_size)
         line_art = open_image(line_art, "the line art", self.max_pixels)
         if hints is not None:
             hints = open_image(hints, "the hints", self.max_pixels)
 
         line_art = ImageOps.exif_transpose(line_art)
-        width, height = line_art.size
-        scaled_h, scaled_w, padded_h, padded_w = fit_size(height, width, self.box, self.multiple)
+        full = flatten_image(line_art, "L")
+        width, height = full.size
+        scaled_h, scaled_w = self.working_size(height, width, resolution)
+        padded_h = -(-scaled_h // self.multiple) * self.multiple
+        padded_w = -(-scaled_w // self.multiple) * self.multiple
 
-        grey = flatten_image(line_art, "L").resize((scaled_w, scaled_h), Image.Resampling.BICUBIC)
+        grey = full if (scaled_h, scaled_w) == (height, width) else \
+            full.resize((scaled_w, scaled_h), Image.Resampling.BICUBIC)
         line = torch.ones(padded_h, padded_w)  # white paper in the padding
         line[:scaled_h, :scaled_w] = to_signed(np.asarray(grey))
         spatial = np.zeros((4, padded_h, padded_w), np.float32)  # zeros = no hint, also in the padding
@@ -271,7 +324,7 @@ class Colorizer:
             out = self.generator(line[None, None].to(self.device),  # (1, 1, H, W)
                                  torch.from_numpy(spatial)[None].to(self.device),  # (1, 4, H, W)
                                  palette_t.to(self.device), keep.to(self.device))  # (1, 3, H, W) in [-1, 1]
-        result = to_pil(out[0, :, :scaled_h, :scaled_w])
-        if result.size != (width, height):
-            result = result.resize((width, height), Image.Resampling.BICUBIC)
-        return result
+            colour = out[:, :, :scaled_h, :scaled_w].float()  # (1, 3, h, w)
+            if flat:  # the colour without the model's own copy of the lines
+                colour = flat_colour(colour, line[None, None, :scaled_h, :scaled_w].to(self.device))
+        return enlarge(colour[0].cpu(), (height, width)), np.asarray(full), (scaled_h, scaled_w)

@@ -85,6 +85,17 @@ def hint_error(pred: torch.Tensor, spatial_hint: torch.Tensor, threshold: float 
     return torch.where(hinted.flatten(1).any(1), value, torch.full_like(value, float("nan")))
 
 
+def line_error(pred: torch.Tensor, line: torch.Tensor, ink: float = 0.0) -> torch.Tensor:
+    """Line fidelity: how much lighter than drawn the output is on the input's line pixels (line
+    value below ``ink`` in [-1, 1]), as the mean of max(0, brightest channel - line) in [0, 1]
+    units, per image (B,). 0 means every line is at least as dark as the artist drew it. pred
+    (B, 3, H, W), line (B, 1, H, W) in [-1, 1]; NaN for an image without line pixels."""
+    lines = line < ink
+    lighter = (_to_unit(pred).amax(1, keepdim=True) - _to_unit(line)).clamp(min=0)
+    value = _masked_mean(lighter, lines)
+    return torch.where(lines.flatten(1).any(1), value, torch.full_like(value, float("nan")))
+
+
 def image_metrics(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> dict:
     """Whole-image and colour-region PSNR/SSIM per image: dict of (B,) tensors."""
     return {

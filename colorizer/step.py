@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .hints import HintSampler, Hints, curriculum_probs
+from .linestyle import restyle
 from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, gradient_penalty, recon_loss
 from .models import build_discriminator, build_generator
 from .runtime import DistInfo, amp_dtype, augment
@@ -146,12 +147,14 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
 
 def prepare_inputs(parts: Parts, batch: dict, progress: float) -> tuple:
     """A loader batch -> (line, color, hints, probs) as the networks take them: on the device, with
-    the paired crop and flip, the curriculum's hint mix at ``progress`` in [0, 1] simulated from the
-    target, and channels_last where configured. line (B, 1, H, W), color (B, 3, H, W) in [-1, 1]."""
+    the paired crop and flip, the line styles of ``cfg.lines`` (the dataset's lines, XDoG from the
+    target, or varied), the curriculum's hint mix at ``progress`` in [0, 1] simulated from the target,
+    and channels_last where configured. line (B, 1, H, W), color (B, 3, H, W) in [-1, 1]."""
     cfg, device = parts.cfg, parts.device
     line = batch["line"].to(device, non_blocking=True)
     color = batch["color"].to(device, non_blocking=True)
     line, color = augment(line, color, cfg.data.crop, cfg.data.hflip)
+    line, _ = restyle(cfg.lines, line, color)
     probs = curriculum_probs(cfg.hints, progress)
     hints = parts.hint_sampler.sample(color, probs)
     if parts.channels_last:

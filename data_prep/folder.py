@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .common import (Source, collect, finish, image_files, list_files, new_report, open_image, pair_id, prepare_out,
-                     rel_name, skip, split_for, square)
+from .common import (Source, collect, finish, image_files, list_files, new_report, one_thread, open_image, pair_id,
+                     prepare_out, rel_name, skip, split_for, square)
 from .lineart import XDoG
 
 GREYSCALE = "essentially greyscale (mean chroma below --min-chroma)"
@@ -106,7 +106,7 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, styles: 
     report = new_report(str(src), size, len(files), styles=[x.describe() for x in styles],
                         min_size=min_size, min_chroma=min_chroma, near_distance=near_distance)
     candidates = image_files(files, src, report)
-    with Pool(max(1, workers)) as pool:
+    with Pool(max(1, workers), initializer=one_thread) as pool:
         work = partial(inspect, root=src, min_size=min_size, min_chroma=min_chroma)
         usable = []
         for item in tqdm(pool.imap(work, candidates, chunksize=4), total=len(candidates), desc="inspect",

@@ -1,12 +1,15 @@
 """XDoG line extraction (Winnemoeller et al. 2012): a soft threshold of a difference of Gaussians,
-giving clean dark lines on white from a colour illustration."""
+giving clean dark lines on white from a colour illustration. The formula is ``colorizer.linestyle.xdog``,
+which training's line-style augmentation also runs, so the two extract lines the same way."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
-from skimage.filters import gaussian
+
+from colorizer.linestyle import xdog
 
 
 @dataclass(frozen=True)
@@ -19,12 +22,9 @@ class XDoG:
 
     def __call__(self, rgb: Image.Image) -> Image.Image:
         """RGB image -> mode L line art, paper 255 and lines near 0."""
-        grey = np.asarray(rgb.convert("L"), dtype=np.float64) / 255.0
-        fine = gaussian(grey, sigma=self.sigma)
-        coarse = gaussian(grey, sigma=self.sigma * self.k)
-        dog = fine - self.tau * coarse
-        lines = np.where(dog >= self.epsilon, 1.0, 1.0 + np.tanh(self.phi * (dog - self.epsilon)))
-        return Image.fromarray((np.clip(lines, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+        grey = torch.from_numpy(np.asarray(rgb.convert("L"), dtype=np.float64) / 255.0)[None, None]  # (1, 1, H, W)
+        lines = xdog(grey, self.sigma, self.k, self.tau, self.epsilon, self.phi)[0, 0].numpy()  # (H, W) in [0, 1]
+        return Image.fromarray((lines * 255 + 0.5).astype(np.uint8), "L")
 
     def describe(self) -> str:
         return f"xdog sigma={self.sigma:g} k={self.k:g} tau={self.tau:g} epsilon={self.epsilon:g} phi={self.phi:g}"

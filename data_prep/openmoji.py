@@ -1,5 +1,10 @@
 """OpenMoji: each SVG rendered whole (colour) and with only its ``line`` group (the artist's line art).
 
+``--lines xdog`` keeps the same pairs, ids, groups and splits but gives each the line art that the
+folder importer would extract from the colour render (``lineart.XDoG`` at its defaults): an
+out-of-style test set that anyone can rebuild, with no group in another split than in the
+artist-line set.
+
 OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0 (attribution and share-alike).
 """
 from __future__ import annotations
@@ -14,11 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .common import Source, collect, finish, new_report, prepare_out, split_for
+from .common import Source, collect, finish, new_report, one_thread, prepare_out, split_for
+from .lineart import XDoG
 
 LICENCE = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 SVG_NS = "http://www.w3.org/2000/svg"
 SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}  # Fitzpatrick modifiers in file names
+LINES = ("artist", "xdog")  # --lines: the SVG's own line group, or XDoG of the colour render
 WHITE = 250  # a line layer with no pixel darker than this renders (almost) fully white: nothing to learn
 ET.register_namespace("", SVG_NS)  # serialise the default namespace without an ns0: prefix
 
@@ -65,8 +72,9 @@ def render(svg_text: str, size: int) -> Image.Image:
     return Image.open(io.BytesIO(bytes(png))).convert("RGB")
 
 
-def convert_one(path: Path, out: Path, size: int):
-    """-> (record, None) or (None, (reason, file name))."""
+def convert_one(path: Path, out: Path, size: int, lines: str = "artist"):
+    """-> (record, None) or (None, (reason, file name)). ``lines`` "xdog": the line art is XDoG of the
+    colour render; the same SVGs are kept or skipped as for "artist", so both sets hold the same ids."""
     try:
         text = path.read_text(encoding="utf-8")
         line_svg = line_only(text)
@@ -76,6 +84,8 @@ def convert_one(path: Path, out: Path, size: int):
         if np.asarray(line).min() > WHITE:
             return None, ("empty line layer (renders white)", path.name)
         color = render(text, size)
+        if lines == "xdog":
+            line = XDoG()(color)
     except (ValueError, ET.ParseError, OSError, UnicodeDecodeError) as err:
         return None, (f"unreadable SVG ({type(err).__name__})", path.name)
     stem = path.stem
@@ -83,26 +93,33 @@ def convert_one(path: Path, out: Path, size: int):
     color.save(out / "color" / f"{stem}.png")
     group = group_of(stem)
     return {"id": stem, "group": group, "split": split_for(group), "line": f"line/{stem}.png",
-            "color": f"color/{stem}.png", "source": f"openmoji:{path.name}"}, None
+            "color": f"color/{stem}.png", "source": f"openmoji:{path.name}",
+            "style": "artist" if lines == "artist" else XDoG().describe()}, None
 
 
-def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0) -> int:
+def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0, lines: str = "artist") -> int:
     started = time.time()
     files = svg_files(limit)
     out = prepare_out(out, overwrite)
-    report = new_report("openmoji", size, len(files), licence=LICENCE)
-    with Pool(max(1, workers)) as pool:
-        records = collect(pool, partial(convert_one, out=out, size=size), files, report, "openmoji", chunksize=16)
+    report = new_report("openmoji", size, len(files), licence=LICENCE,
+                        lines="artist" if lines == "artist" else XDoG().describe())
+    with Pool(max(1, workers), initializer=one_thread) as pool:
+        records = collect(pool, partial(convert_one, out=out, size=size, lines=lines), files, report, "openmoji",
+                          chunksize=16)
     return finish(out, records, report, started)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=0,
                         help="only the first N SVGs sorted by name (0 = all; for tests)")
+    parser.add_argument("--lines", choices=LINES, default="artist",
+                        help="line art: the artist's line group (default), or xdog: extracted from the colour "
+                             "render as `python -m data_prep folder` does (same pairs and splits; an "
+                             "out-of-style test set)")
 
 
 SOURCE = Source(
     name="openmoji", help="the embedded OpenMoji set: artist's line layer + colour render",
     description=f"Render every OpenMoji SVG whole (colour) and with only its line group (line art). {LICENCE}.",
     add_arguments=add_arguments,
-    run=lambda args: run(args.out, args.size, args.workers, args.overwrite, args.limit))
+    run=lambda args: run(args.out, args.size, args.workers, args.overwrite, args.limit, args.lines))

@@ -10,7 +10,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 
-from .common import (Source, collect, finish, image_files, list_files, new_report, open_image, pair_id,
+from .common import (Source, collect, finish, image_files, list_files, new_report, one_thread, open_image, pair_id,
                      prepare_out, rel_name, split_for, square)
 
 LAYOUTS = ("color-left", "color-right")
@@ -48,7 +48,7 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, layout: 
     out = prepare_out(out, overwrite)
     report = new_report(str(src), size, len(files), layout=layout, min_size=min_size)
     images = image_files(files, src, report)
-    with Pool(max(1, workers)) as pool:
+    with Pool(max(1, workers), initializer=one_thread) as pool:
         work = partial(convert_one, root=src, out=out, size=size, layout=layout, min_size=min_size)
         records = collect(pool, work, images, report, "pairs")
     return finish(out, records, report, started)

@@ -1,9 +1,12 @@
-"""The demo in a real browser: Debian's headless chromium driven by playwright uploads line art,
-paints a hint stroke, presses Colorize and must see a result image."""
+"""The demo in a real browser: Debian's headless chromium driven by playwright uploads a 1600 x 1000
+drawing, paints a hint stroke, presses Colorize (automatic mode, which must use the stroke) and
+downloads the result and its layers, as a person would."""
+import io
 import os
 import shutil
 import socket
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +48,13 @@ def served(tmp_path):
                               perceptual="random", run_name="browser-test")
     colorizer = Colorizer.load(export)
     calls = []
-    colorize = colorizer.colorize
+    colorize_layers = colorizer.colorize_layers
 
-    def recording_colorize(line_art, hints=None, palette=None):
+    def recording_colorize_layers(line_art, hints=None, palette=None):
         calls.append({"size": line_art.size, "hints": hints, "palette": palette})
-        return colorize(line_art, hints=hints, palette=palette)
+        return colorize_layers(line_art, hints=hints, palette=palette)
 
-    colorizer.colorize = recording_colorize
+    colorizer.colorize_layers = recording_colorize_layers
     demo = serve.build_demo(colorizer)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -69,8 +72,9 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
 
     url, calls = served
     line_path = tmp_path / "line.png"
-    image = Image.new("L", (300, 200), 255)
-    ImageDraw.Draw(image).ellipse((20, 20, 280, 180), outline=0, width=3)
+    image = Image.new("L", (1600, 1000), 255)  # non-square, larger than the model's working size
+    ImageDraw.Draw(image).ellipse((100, 100, 1500, 900), outline=0, width=6)
+    ImageDraw.Draw(image).line((200, 800, 1400, 200), fill=0, width=2)
     image.save(line_path)
     screenshot = tmp_path / "demo.png"
 
@@ -78,8 +82,11 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url, timeout=60_000, wait_until="networkidle")
+            # not "networkidle": the page keeps a heartbeat connection open (Gradio's session state)
+            page.goto(url, timeout=60_000, wait_until="load")
+            page.locator("#line-art input[type=file]").wait_for(state="attached", timeout=60_000)
             upload_prompt = page.get_by_text("Upload an image")
+            upload_prompt.wait_for(state="visible", timeout=60_000)  # the editor has mounted
             for attempt in range(3):  # a file set while the editor is still mounting can be dropped
                 page.locator("#line-art input[type=file]").set_input_files(str(line_path))
                 try:
@@ -97,8 +104,7 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
             for step in range(13):
                 page.mouse.move(x - 60 + 10 * step, y + (step % 2) * 4)
             page.mouse.up()
-            page.get_by_label("painted hints").check()
-            page.locator("#colorize").click()
+            page.locator("#colorize").click()  # mode still "automatic": the stroke must be used anyway
 
             result = page.locator("#result img")
             try:
@@ -108,7 +114,13 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
                 if os.environ.get("COLORIZER_SCREENSHOT_DIR"):
                     Path(os.environ["COLORIZER_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
                     shutil.copy(screenshot, Path(os.environ["COLORIZER_SCREENSHOT_DIR"]) / "demo.png")
-            assert "/file=" in (result.get_attribute("src") or "")
+            source = result.get_attribute("src") or ""
+            assert "/file=" in source
+            downloaded = Image.open(io.BytesIO(urllib.request.urlopen(source, timeout=30).read()))
+            layers = page.locator("#layers a")
+            layers.first.wait_for(state="visible", timeout=30_000)
+            names = sorted(link.get_attribute("download") or "" for link in layers.all())  # the saved file names
+            links = [link.get_attribute("href") for link in layers.all()]
 
             # a bad request shows its reason on the page, and the app keeps serving
             page.get_by_role("radio", name="palette").check()
@@ -118,11 +130,20 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
         finally:
             browser.close()
 
-    assert len(calls) == 1, calls  # the painted-hints request; the bad palette is refused before the model
-    assert calls[0]["size"] == (300, 200) and calls[0]["palette"] is None
+    assert len(calls) == 1, calls  # the coloured request; the bad palette is refused before the model
+    assert calls[0]["size"] == (1600, 1000) and calls[0]["palette"] is None
     hints = calls[0]["hints"]
-    assert hints is not None and hints.size == (300, 200)
+    assert hints is not None and hints.size == (1600, 1000)  # automatic mode used the stroke
     strokes = np.asarray(hints.convert("RGBA"))
     painted = strokes[strokes[..., 3] > 128, :3]
     assert len(painted) > 100  # a stroke ~120 px long
     assert (np.median(painted, axis=0) == (230, 57, 70)).all()  # the brush's first colour, unchanged by PNG
+
+    # the download: the drawing's size, and every line pixel as dark as the artist drew it
+    assert downloaded.size == (1600, 1000)
+    line, out = np.asarray(image).astype(int), np.asarray(downloaded.convert("RGB")).astype(int)
+    assert (out[line < 255] <= line[line < 255, None] + 2).all()
+    assert names == ["colorized.png", "colorized_flat.png", "colorized_lines.png"], names
+    for link in links:  # each layer downloads as an image of the drawing's size
+        href = link if link.startswith("http") else url.rstrip("/") + "/" + link.lstrip("/")
+        assert Image.open(io.BytesIO(urllib.request.urlopen(href, timeout=30).read())).size == (1600, 1000)

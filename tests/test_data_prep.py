@@ -126,6 +126,32 @@ def test_openmoji_small_run_writes_the_format(tmp_path):
     assert line.max() == 255 and line.min() < 100  # white paper, dark lines
 
 
+def test_openmoji_xdog_lines_keep_the_pairs_and_splits(tmp_path):
+    """--lines xdog: the same ids, groups and splits as the artist-line set (no group can leak from
+    training into the test), line art from the folder importer's extractor, recorded as such."""
+    sets = {}
+    for lines in ("artist", "xdog"):
+        out = tmp_path / lines
+        assert main(["openmoji", "--out", str(out), "--size", "32", "--limit", "30", "--workers", "2",
+                     "--lines", lines]) == 0
+        sets[lines] = {r["id"]: r for r in assert_valid_dataset(out, 32)}
+    artist, xdog = sets["artist"], sets["xdog"]
+    assert artist.keys() == xdog.keys() and len(artist) > 20
+    assert all(xdog[i]["split"] == artist[i]["split"] and xdog[i]["group"] == artist[i]["group"] for i in artist)
+    assert {r["style"] for r in artist.values()} == {"artist"}
+    assert {r["style"] for r in xdog.values()} == {XDoG().describe()}
+    assert json.loads((tmp_path / "xdog" / "report.json").read_text())["lines"] == XDoG().describe()
+    differ = 0
+    for i, r in xdog.items():
+        color = Image.open(tmp_path / "xdog" / r["color"]).convert("RGB")
+        artist_color = Image.open(tmp_path / "artist" / r["color"]).convert("RGB")
+        assert np.array_equal(np.asarray(color), np.asarray(artist_color))
+        line = np.asarray(Image.open(tmp_path / "xdog" / r["line"]))
+        assert np.array_equal(line, np.asarray(XDoG()(color)))  # exactly what the folder importer extracts
+        differ += not np.array_equal(line, np.asarray(Image.open(tmp_path / "artist" / artist[i]["line"])))
+    assert differ == len(xdog)
+
+
 def test_folder_handles_every_kind_of_bad_and_odd_input(tmp_path):
     src, out, size = tmp_path / "src", tmp_path / "out", 48
     (src / "sub").mkdir(parents=True)

@@ -1,5 +1,6 @@
 """colorizer.evaluate: per-mode metrics, the hint curve, baselines, worst samples, determinism."""
 import json
+import math
 import os
 from pathlib import Path
 
@@ -103,6 +104,63 @@ def test_command_line_writes_json_plot_gallery_and_a_markdown_table(openmoji_sma
     assert (out.parent / "report_worst.png").stat().st_size > 100
     printed = capsys.readouterr().out
     assert "| model, none |" in printed and "| baseline: line art |" in printed and "| 50 |" in printed
+
+
+def test_several_datasets_are_evaluated_and_compared_side_by_side(openmoji_small, tmp_path, capsys):
+    """--data A B: A's report at the top level, B's under "also", each with its line style from its
+    report.json, and one comparison table; B's numbers are those of evaluating B alone."""
+    import shutil
+    xdog = tmp_path / "openmoji32_xdog"  # the same pairs, other line art: a stand-in for --lines xdog
+    shutil.copytree(openmoji_small, xdog)
+    report_json = json.loads((xdog / "report.json").read_text())
+    (xdog / "report.json").write_text(json.dumps({**report_json, "lines": "xdog sigma=0.8"}))
+    from PIL import Image, ImageOps
+    for path in (xdog / "line").glob("*.png"):
+        ImageOps.invert(Image.open(path).convert("L")).save(path)
+    cfg = load_config(overrides=TINY)
+    export = export_generator(tmp_path / "export", tiny_model().generator.state_dict(), to_dict(cfg), 7, {}, "off", "t")
+    out = tmp_path / "both.json"
+    common = ["--checkpoint", str(export), "--max-items", "8", "--batch-size", "4", "--device", "cpu", "--worst", "2"]
+    assert ev.main([*common, "--data", str(openmoji_small), str(xdog), "--out", str(out)]) == 0
+    both = json.loads(out.read_text())
+    assert both["data"] == str(openmoji_small) and both["lines"] == "artist"
+    (other,) = both["also"]
+    assert other["data"] == str(xdog) and other["lines"] == "xdog sigma=0.8" and "worst_images" not in other
+    assert other["modes"]["none"]["psnr_color"] != both["modes"]["none"]["psnr_color"]
+    assert (tmp_path / "both_worst_openmoji32_xdog.png").is_file() and (tmp_path / "both_worst.png").is_file()
+    assert ev.main([*common, "--data", str(xdog), "--out", str(tmp_path / "alone.json")]) == 0
+    alone = json.loads((tmp_path / "alone.json").read_text())
+    assert alone["modes"] == other["modes"] and alone["hint_curve"] == other["hint_curve"]
+    printed = capsys.readouterr().out
+    assert "| data | lines |" in printed and f"| {xdog} | xdog sigma=0.8 | 8 |" in printed
+
+
+def test_full_resolution_paths_and_line_fidelity(tmp_path, capsys):
+    """--size N: the split coloured at N px by the demo's three paths. Only the composite keeps every
+    line pixel as dark as drawn; a folder prepared smaller than N is refused with the command to run."""
+    import subprocess
+    import sys
+    data = tmp_path / "openmoji64"
+    subprocess.run([sys.executable, "-m", "data_prep", "openmoji", "--out", str(data), "--size", "64", "--limit", "60",
+                    "--workers", "1"], cwd=Path(__file__).resolve().parents[1], check=True, capture_output=True)
+    cfg = load_config(overrides=["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32",
+                                 "--data.size=16"])
+    torch.manual_seed(0)
+    model = Colorizer(build_generator(cfg.model), cfg, device="cpu")
+    result = ev.full_resolution(model, data, "train", 64, max_items=6, progress=False)
+    assert result["size"] == [64, 64] and result["items"] == 6 and result["working_size"] == [16, 16]
+    paths = result["paths"]
+    assert set(paths) == {"enlarge", "composite", "native"}
+    assert paths["composite"]["line_error"] <= 2 / 255 and paths["native"]["line_error"] <= 2 / 255
+    assert paths["enlarge"]["line_error"] > 10 * max(paths["composite"]["line_error"], 1 / 255)
+    assert all(math.isfinite(v) for m in paths.values() for v in m.values())
+    with pytest.raises(ValueError, match=r"prepared at 64 px, smaller than --size 128.*--size 128"):
+        ev.full_resolution(model, data, "train", 128)
+    export = export_generator(tmp_path / "export", model.generator.state_dict(), to_dict(cfg), 1, {}, "off", "t")
+    assert ev.main(["--checkpoint", str(export), "--data", str(data), "--split", "train", "--size", "64",
+                    "--max-items", "4", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["full_resolution"]["items"] == 4
+    assert "| composite |" in capsys.readouterr().out
 
 
 def test_command_line_names_a_missing_dataset(tmp_path, capsys):

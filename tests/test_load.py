@@ -20,7 +20,11 @@ def test_load_test_reduced(tmp_path):
     assert result["bad"] == result["bad_refused"] == 6  # every bad one an error saying what is wrong
     burst = result["burst"]  # 16 at once into a queue of 4 with 1 worker: some must be turned away
     assert burst["rejected"] >= 1 and burst["images"] + burst["rejected"] == 16 and burst["answered_after"]
-    assert result["rss_growth_mib"] is None or result["rss_growth_mib"] < 100
+    # A leak raises every later sample: the trend after warm-up must stay flat. The growth from warm-up
+    # to the end also holds what the allocator keeps after the burst's larger drawings (their
+    # full-resolution compositing buffers: +58 to +143 MiB measured), so its bound is looser.
+    assert result["rss_trend_mib"] is None or result["rss_trend_mib"] < 50
+    assert result["rss_growth_mib"] is None or result["rss_growth_mib"] < 250
     for line in ("requests 20 from 4 clients", "latency p50", "failures 0"):
         assert line in proc.stdout
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from colorizer.metrics import MAX_PSNR_DB, hint_error, psnr, ssim, ssim_map
+from colorizer.metrics import MAX_PSNR_DB, hint_error, line_error, psnr, ssim, ssim_map
 
 
 def test_psnr_known_value_and_cap():
@@ -48,3 +48,14 @@ def test_hint_error_reads_colour_at_hinted_pixels_only():
     values = hint_error(pred, hint)
     assert values[0].item() == pytest.approx(1.0)  # black vs white: the largest error
     assert torch.isnan(values[1])  # no hint in the second image
+
+
+def test_line_error_measures_lines_lighter_than_drawn():
+    line = torch.ones(2, 1, 6, 10)
+    line[:, :, 2:4, :] = -1  # 20 ink pixels per image
+    pred = torch.ones(2, 3, 6, 10)  # image 0: all paper, every line lost
+    pred[1] = -1  # image 1: black everywhere, every line kept
+    pred[1, 0, 2, :5] = 0.0  # ... but 5 ink pixels are half grey in one channel
+    error = line_error(pred, line)
+    assert error[0].item() == pytest.approx(1.0) and error[1].item() == pytest.approx(5 * 0.5 / 20)
+    assert torch.isnan(line_error(pred, torch.ones(2, 1, 6, 10))).all()  # no line pixels: nothing to measure

@@ -104,16 +104,36 @@ def test_colorize_endpoint_reports_bad_input_then_keeps_serving(app, files):
 
 def test_colorize_endpoint_modes_use_their_hints(app, files):
     client = app["client"]
-    automatic = np.asarray(Image.open(client.predict(editor(files["line"], [files["hints"]]), "automatic", "#123456",
-                                                     api_name="/colorize")).convert("RGB"))
-    painted = np.asarray(Image.open(client.predict(editor(files["line"], [files["hints"]]), "painted hints", "",
-                                                   api_name="/colorize")).convert("RGB"))
-    palette = np.asarray(Image.open(client.predict(editor(files["line"]), "palette", "#e63946, #457b9d",
-                                                   api_name="/colorize")).convert("RGB"))
+
+    def colour(value, mode, palette):
+        return np.asarray(Image.open(client.predict(value, mode, palette, api_name="/colorize")).convert("RGB"))
+
+    automatic_with_strokes = colour(editor(files["line"], [files["hints"]]), "automatic", "#123456")
+    automatic = colour(editor(files["line"]), "automatic", "#123456")
+    painted = colour(editor(files["line"], [files["hints"]]), "painted hints", "")
+    palette = colour(editor(files["line"]), "palette", "#e63946, #457b9d")
     expected = np.asarray(app["colorizer"].colorize(Image.open(files["line"]), hints=Image.open(files["hints"])))
     assert np.array_equal(painted, expected)  # PNG all the way: hint colours arrive unchanged
+    assert np.array_equal(automatic_with_strokes, painted)  # painted strokes are never ignored
+    assert np.array_equal(automatic, np.asarray(app["colorizer"].colorize(Image.open(files["line"]))))
     assert not np.array_equal(automatic, painted)
     assert not np.array_equal(automatic, palette)
+
+
+def test_layers_endpoint_returns_the_three_named_layers(app, files):
+    from gradio_client import handle_file
+
+    client = app["client"]
+    paths = client.predict(handle_file(str(files["line"])), handle_file(str(files["hints"])),
+                           api_name="/colorize_layers")
+    assert [Path(p).name for p in paths] == ["colorized.png", "colorized_flat.png", "colorized_lines.png"]
+    image, flat, lines = (Image.open(p) for p in paths)
+    line = Image.open(files["line"])
+    expected = app["colorizer"].colorize_layers(line, hints=Image.open(files["hints"]))
+    assert image.size == flat.size == lines.size == (61, 100)
+    assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(expected.image))
+    assert np.array_equal(np.asarray(flat.convert("RGB")), np.asarray(expected.flat))
+    assert lines.mode == "RGBA" and np.array_equal(np.asarray(lines)[..., 3], 255 - np.asarray(line.convert("L")))
 
 
 def test_colorize_file_endpoint(app, files):
@@ -142,6 +162,7 @@ def test_readme_api_snippet(app, files, monkeypatch):
     result = client.predict(handle_file("line.png"), palette="#e63946, #457b9d", api_name="/colorize_file")
     result = client.predict(handle_file("line.png"), hints=handle_file("hints.png"), api_name="/colorize_file")
     print(result)  # path of the coloured PNG, same size as line.png
+    image, flat, lines = client.predict(handle_file("line.png"), api_name="/colorize_layers")  # the three layers
 
     # the endpoint behind the page's Colorize button takes the editor's value
     result = client.predict(
@@ -149,6 +170,7 @@ def test_readme_api_snippet(app, files, monkeypatch):
         mode="painted hints", palette="", api_name="/colorize")
     # --- README snippet end
     assert Image.open(result).size == (61, 100)
+    assert [Image.open(p).size for p in (image, flat, lines)] == [(61, 100)] * 3
 
 
 def test_colorize_file_infers_the_mode_and_refuses_server_paths(app, files):
@@ -206,15 +228,23 @@ def test_old_uploads_and_results_are_cleaned_on_a_schedule(tmp_path):
     assert serve.build_demo(colorizer, keep_files_s=600).delete_cache == (600, 600)
 
 
-def test_find_checkpoint_prefers_the_newest_export(tmp_path):
-    assert serve.find_checkpoint(tmp_path) is None
-    demo = write_export(tmp_path / "models" / "demo")
-    assert serve.find_checkpoint(tmp_path) == demo
+def test_find_checkpoint_serves_the_bundled_model_unless_told_otherwise(tmp_path):
+    assert serve.find_checkpoint(tmp_path) is None and serve.find_checkpoint(tmp_path, "latest") is None
     old = write_export(tmp_path / "runs" / "old" / "export")
     new = write_export(tmp_path / "runs" / "new" / "export")
     os.utime(old / "config.json", (2_000_000_000, 2_000_000_000))
     os.utime(new / "config.json", (1_000_000_000, 1_000_000_000))
-    assert serve.find_checkpoint(tmp_path) == old
+    assert serve.find_checkpoint(tmp_path) == old  # no bundled model: the newest run
+    demo = write_export(tmp_path / "models" / "demo")
+    assert serve.find_checkpoint(tmp_path) == demo  # a newcomer meets the bundled model, not a smoke run
+    assert serve.find_checkpoint(tmp_path, "latest") == old
+    assert serve.find_checkpoint(tmp_path, str(new)) == new
+
+
+def test_checkpoint_latest_without_runs_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert serve.main(["--checkpoint", "latest"]) == 2
+    assert "no trained run found" in capsys.readouterr().err
 
 
 def test_find_examples_takes_the_test_split(tmp_path):
@@ -238,6 +268,26 @@ def test_examples_come_from_the_models_own_data_when_it_is_here(tmp_path, monkey
     monkeypatch.setattr(serve, "EXAMPLES_ROOT", tmp_path / "nothing")
     elsewhere = load_config(overrides=TINY[:-1] + [f"--data.root={tmp_path / 'gone'}"])
     assert serve.examples_for(Colorizer(build_generator(elsewhere.model), elsewhere)) == []
+    shipped = tmp_path / "model" / "examples"
+    shipped.mkdir(parents=True)
+    save_line_art(shipped / "b.png")
+    save_line_art(shipped / "a.png")
+    assert serve.examples_for(Colorizer(build_generator(elsewhere.model), elsewhere), tmp_path / "model") == [
+        str(shipped / "a.png"), str(shipped / "b.png")]
+
+
+def test_the_bundled_model_ships_its_examples_with_their_licence():
+    """A fresh clone (no data/ folder) still has clickable examples: OpenMoji test-split drawings."""
+    shipped = ROOT / "models" / "demo" / "examples"
+    drawings = sorted(shipped.glob("*.png"))
+    assert len(drawings) >= 4 and all(p.stat().st_size < 50_000 for p in drawings)
+    assert "CC BY-SA 4.0" in (shipped / "README.md").read_text()
+    from data_prep.common import split_for
+    from data_prep.openmoji import group_of
+    assert {split_for(group_of(p.stem)) for p in drawings} == {"test"}  # never seen in training
+    cfg = load_config(overrides=TINY[:-1] + ["--data.root=/nonexistent"])
+    assert serve.examples_for(Colorizer(build_generator(cfg.model), cfg), ROOT / "models" / "demo") == [
+        str(p) for p in drawings]
 
 
 def test_attribution_follows_the_openmoji_drawings(tmp_path):
