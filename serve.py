@@ -362,12 +362,15 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
             trim_cache(demo.GRADIO_CACHE, demo.cache_limit, kept_files(demo) | set(paths))
         return paths
 
-    def colorize(editor: dict, mode: str, palette: str) -> tuple:
-        """-> (the composite's path, every layer's path). The paths go to a gr.State, which API
-        clients do not see: /colorize answers with the composite alone, as before layers existed."""
+    def colorize_page(editor: dict, mode: str, palette: str) -> tuple:
+        """The page's Colorize button -> (the composite's path, every layer's path)."""
         line_art, hints = editor_images(editor)
         paths = save_layers(run_colorizer(colorizer, line_art, hints, palette, mode))
         return paths[0], paths
+
+    def colorize(editor: dict, mode: str, palette: str) -> str:
+        """The /colorize API: the editor's value -> the composite's path (the layers: /colorize_layers)."""
+        return colorize_page(editor, mode, palette)[0]
 
     def file_inputs(line_art, hints, palette, mode) -> tuple:
         """The file endpoints' inputs, checked -> (line art, hint image or None, palette, mode label)."""
@@ -440,9 +443,10 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[editor], label="Test-split line art")
         add.click(add_color, [palette, picker], palette, api_visibility="private")
-        layer_paths = gr.State([])
-        button.click(colorize, [editor, mode, palette], [result, layer_paths], api_name="colorize").then(
-            lambda paths: paths, layer_paths, layers, api_visibility="private")
+        button.click(colorize_page, [editor, mode, palette], [result, layers], api_visibility="private")
+        # /colorize keeps answering with one image: an event of its own, on a button the page does not show
+        api_button, api_result = gr.Button(visible=False), gr.Image(type="filepath", format="png", visible=False)
+        api_button.click(colorize, [editor, mode, palette], api_result, api_name="colorize")
         gr.api(colorize_file, api_name="colorize_file")
         gr.api(colorize_layers, api_name="colorize_layers")
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)

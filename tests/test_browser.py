@@ -82,9 +82,7 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            # not "networkidle": the page keeps a heartbeat connection open (Gradio's session state)
-            page.goto(url, timeout=60_000, wait_until="load")
-            page.locator("#line-art input[type=file]").wait_for(state="attached", timeout=60_000)
+            page.goto(url, timeout=60_000, wait_until="networkidle")
             upload_prompt = page.get_by_text("Upload an image")
             upload_prompt.wait_for(state="visible", timeout=60_000)  # the editor has mounted
             for attempt in range(3):  # a file set while the editor is still mounting can be dropped
