@@ -188,8 +188,10 @@ def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image
         raise bad_input(str(err)) from None
 
 
-def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str):
-    """Apply the mode labelled ``label`` -> ``inference.Layers``. Automatic uses painted strokes when
+def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str,
+                  layers: bool = True):
+    """Apply the mode labelled ``label`` -> ``inference.Layers``, or with ``layers=False`` the
+    composite image alone (what the single-image endpoints return). Automatic uses painted strokes when
     there are any (it is painted hints then) and ignores the palette; each hinted mode needs its
     hint; palette mode with strokes says, on the page, that it left them out."""
     if not isinstance(label, str) or label not in LABEL_MODES:
@@ -210,8 +212,9 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
     if mode == HintMode.SPATIAL and hints is None:
         raise bad_input("painted hints mode: paint some strokes on the 'hints' layer first")
     try:
-        return colorizer.colorize_layers(line_art, hints=hints if mode == HintMode.SPATIAL else None,
-                                         palette=palette if mode == HintMode.PALETTE else None)
+        colour = colorizer.colorize_layers if layers else colorizer.colorize
+        return colour(line_art, hints=hints if mode == HintMode.SPATIAL else None,
+                      palette=palette if mode == HintMode.PALETTE else None)
     except (ValueError, TypeError) as err:
         raise bad_input(str(err)) from None
 
@@ -354,13 +357,16 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
     results older than ``keep_files_s`` are deleted (checked hourly), so a long-running demo's disk
     use stays bounded too."""
 
-    def save_layers(layers) -> list:
-        """The composite, the flat colour and the line layer as PNG paths, in that order (LAYER_NAMES)."""
-        paths = [cache_png(image, demo.GRADIO_CACHE, name)
-                 for image, name in zip((layers.image, layers.flat, layers.lines), LAYER_NAMES)]
+    def save_images(images) -> list:
+        """PNG paths of ``images`` in the cache, named by LAYER_NAMES in order (the composite first)."""
+        paths = [cache_png(image, demo.GRADIO_CACHE, name) for image, name in zip(images, LAYER_NAMES)]
         if getattr(demo, "cache_limit", None):  # set by launch()
             trim_cache(demo.GRADIO_CACHE, demo.cache_limit, kept_files(demo) | set(paths))
         return paths
+
+    def save_layers(layers) -> list:
+        """The composite, the flat colour and the line layer as PNG paths, in that order."""
+        return save_images((layers.image, layers.flat, layers.lines))
 
     def colorize_page(editor: dict, mode: str, palette: str) -> tuple:
         """The page's Colorize button -> (the composite's path, every layer's path)."""
@@ -370,7 +376,8 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
 
     def colorize(editor: dict, mode: str, palette: str) -> str:
         """The /colorize API: the editor's value -> the composite's path (the layers: /colorize_layers)."""
-        return colorize_page(editor, mode, palette)[0]
+        line_art, hints = editor_images(editor)
+        return save_images([run_colorizer(colorizer, line_art, hints, palette, mode, layers=False)])[0]
 
     def file_inputs(line_art, hints, palette, mode) -> tuple:
         """The file endpoints' inputs, checked -> (line art, hint image or None, palette, mode label)."""
@@ -392,8 +399,8 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         or painted hints ("" = painted hints if hints are given, else palette if one is, else
         automatic). Returns a PNG file of the line art's size: the colour with the line art's own
         lines over it."""
-        paths = save_layers(run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode)))
-        return gr.FileData(path=paths[0], orig_name=f"{LAYER_NAMES[0]}.png")
+        path = save_images([run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), layers=False)])[0]
+        return gr.FileData(path=path, orig_name=f"{LAYER_NAMES[0]}.png")
 
     def colorize_layers(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
                         mode: str = "") -> list:

@@ -300,8 +300,12 @@ def log_wandb(report: dict, mode: str, project: str, curve_png: Path) -> str:
     return where
 
 
+def fmt(value) -> str:
+    """A metric for the markdown tables: 3 decimals, or n/a for a missing or NaN value."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
 def markdown(report: dict) -> str:
-    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731
     lines = [f"`{report.get('data', '?')}` ({report.get('lines', 'unknown')} lines), "
              f"split `{report['split']}`: {report['items']} images at {report['size'][0]}x{report['size'][1]}, "
              f"hints placed `{report['placement']}`, shaped `{report.get('shape', 'patch')}`, "
@@ -325,7 +329,6 @@ def markdown(report: dict) -> str:
 def compare_markdown(reports: list) -> str:
     """One row per evaluated dataset (the same model): colour-region PSNR hintless and at
     ``MODE_PATCHES`` patches, the gain, and the two trivial baselines, so line styles sit side by side."""
-    fmt = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
     lines = [f"| data | lines | items | hintless | {MODE_PATCHES} patches | gain | line art | mean colour |",
              "|---|---|---|---|---|---|---|---|"]
     for r in reports:
@@ -338,7 +341,6 @@ def compare_markdown(reports: list) -> str:
 
 def full_resolution_markdown(result: dict) -> str:
     """The full-resolution table: one row per path."""
-    fmt = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
     lines = [f"Full resolution, {result['items']} images at {result['size'][0]}x{result['size'][1]}, no hints "
              f"(working size {result['working_size'][0]}x{result['working_size'][1]}):", "",
              "| path | PSNR | PSNR colour | SSIM | SSIM colour | line error |", "|---|---|---|---|---|---|"]
