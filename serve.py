@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -47,6 +48,7 @@ DEMO_MODEL = Path("models/demo")  # the bundled model (experiments/demo.yaml, se
 EXAMPLES_ROOT = Path("data/openmoji256")  # examples when the model's own dataset folder is not here
 EXAMPLES_DIR = "examples"  # line-art PNGs shipped beside an export (models/demo/examples), for a fresh clone
 LATEST = "latest"  # --checkpoint latest: the newest trained run
+FLAT_FILL_DEFAULT = False  # flat fills off unless asked: see experiments/RESULTS.md, "Flat fills"
 LAYER_NAMES = ("colorized", "colorized_flat", "colorized_lines")  # download names: composite, colour, lines
 ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",
@@ -76,6 +78,68 @@ def find_checkpoint(root: Path = Path("."), which: Optional[str] = None) -> Opti
     if (root / DEMO_MODEL / EXPORT_CONFIG).is_file():
         return root / DEMO_MODEL
     return latest_run(root)
+
+
+def describe_model(path: Path) -> str:
+    """A picker label from an export's config.json, without loading its weights: its name, steps
+    and validation colour-region PSNR (hintless), or why it cannot be read."""
+    path = Path(path)
+    if path.name == EXPORT_CONFIG:
+        path = path.parent
+    if not path.is_dir():
+        return f"{path.name}: a training checkpoint ({path})"
+    try:
+        meta = json.loads((path / EXPORT_CONFIG).read_text())
+        step = int(meta.get("step", 0))
+        psnr = (meta.get("metrics") or {}).get("val/none/psnr_color")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return f"{path} (config.json unreadable)"
+    name = "bundled model" if path.resolve() == DEMO_MODEL.resolve() else (meta.get("run_name") or path.parent.name)
+    shown = f", val PSNR colour {float(psnr):.2f} dB" if isinstance(psnr, (int, float)) else ", no validation"
+    return f"{name}: {step:,} steps{shown} ({path})"
+
+
+def model_choices(root: Path = Path("."), served: Optional[Path] = None) -> list:
+    """(label, path) pairs for the page's model picker: the served model first, then the bundled
+    model and every runs/*/export, newest first. Only these paths can be chosen on the page."""
+    exports = sorted((root / RUNS_DIR).glob(f"*/{EXPORT_DIR}/{EXPORT_CONFIG}"), key=lambda p: -p.stat().st_mtime)
+    candidates = ([served] if served is not None else []) + [root / DEMO_MODEL] + [p.parent for p in exports]
+    choices, seen = [], set()
+    for path in candidates:
+        key = Path(path).resolve()
+        if key in seen or not (Path(path) / EXPORT_CONFIG).is_file() and path != served:
+            continue
+        seen.add(key)
+        choices.append((describe_model(Path(path)), str(path)))
+    return choices
+
+
+class ModelShelf:
+    """The served model and the others the page's picker offers, each loaded on first use (on the
+    served model's device, with its pixel limit) and kept: a switch back costs nothing. The first
+    of ``choices`` must be the served model's path."""
+
+    def __init__(self, served: Colorizer, choices: Optional[list] = None):
+        self.served = served
+        self.choices = list(choices or [(served.info(), served.source)])
+        self.loaded = {self.choices[0][1]: served}
+        self._lock = threading.Lock()
+
+    def get(self, path: Optional[str]) -> Colorizer:
+        """The model at ``path`` (one of ``choices``; None or "" = the served model); gr.Error otherwise."""
+        if not path:
+            return self.served
+        if path not in {offered for _, offered in self.choices}:
+            raise bad_input(f"model {path!r} is not one this demo offers")
+        with self._lock:
+            if path not in self.loaded:
+                try:
+                    self.loaded[path] = Colorizer.load(path, device=self.served.device,
+                                                       max_pixels=self.served.max_pixels)
+                except (FileNotFoundError, ValueError) as err:
+                    raise bad_input(f"cannot load {path}: {err}") from None
+                log.info("loaded %s from %s", self.loaded[path].info(), path)
+            return self.loaded[path]
 
 
 def find_examples(data_root: Path = EXAMPLES_ROOT, limit: int = 8) -> list:
@@ -189,13 +253,18 @@ def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image
 
 
 def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str,
-                  layers: bool = True):
+                  layers: bool = True, fill=False):
     """Apply the mode labelled ``label`` -> ``inference.Layers``, or with ``layers=False`` the
-    composite image alone (what the single-image endpoints return). Automatic uses painted strokes when
-    there are any (it is painted hints then) and ignores the palette; each hinted mode needs its
-    hint; palette mode with strokes says, on the page, that it left them out."""
+    composite image alone (what the single-image endpoints return); ``fill``: flat fills, one colour
+    per closed region. Automatic uses painted strokes when there are any (it is painted hints then)
+    and ignores the palette; each hinted mode needs its hint; palette mode with strokes says, on the
+    page, that it left them out."""
     if not isinstance(label, str) or label not in LABEL_MODES:
         raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
+    if fill is None:
+        fill = False
+    if not isinstance(fill, bool):
+        raise bad_input(f"flat_fill must be true or false, got {fill!r}")
     mode = LABEL_MODES[label]
     if mode == HintMode.NONE and hints is not None:
         mode = HintMode.SPATIAL  # strokes are never ignored silently
@@ -214,7 +283,7 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
     try:
         colour = colorizer.colorize_layers if layers else colorizer.colorize
         return colour(line_art, hints=hints if mode == HintMode.SPATIAL else None,
-                      palette=palette if mode == HintMode.PALETTE else None)
+                      palette=palette if mode == HintMode.PALETTE else None, fill=fill)
     except (ValueError, TypeError) as err:
         raise bad_input(str(err)) from None
 
@@ -351,11 +420,13 @@ def model_facts(colorizer: Colorizer, examples_shown: bool = False) -> str:
 
 
 def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size: int = 16,
-               concurrency: int = 1, keep_files_s: int = 24 * 3600) -> gr.Blocks:
-    """The app: editor (line art + a 'hints' layer), palette, mode, Colorize; endpoints /colorize
-    (editor value) and /colorize_file (image file paths), both on a bounded queue. Uploads and
-    results older than ``keep_files_s`` are deleted (checked hourly), so a long-running demo's disk
-    use stays bounded too."""
+               concurrency: int = 1, keep_files_s: int = 24 * 3600, choices: Optional[list] = None) -> gr.Blocks:
+    """The app: editor (line art + a 'hints' layer), palette, mode, flat fills, a model picker over
+    ``choices`` ((label, path) pairs, ``model_choices``; the served ``colorizer`` first), Colorize;
+    endpoints /colorize (editor value), /colorize_file and /colorize_layers (image files), all on a
+    bounded queue, the API on the served model. Uploads and results older than ``keep_files_s`` are
+    deleted (checked hourly), so a long-running demo's disk use stays bounded too."""
+    shelf = ModelShelf(colorizer, choices)
 
     def save_images(images) -> list:
         """PNG paths of ``images`` in the cache, named by LAYER_NAMES in order (the composite first)."""
@@ -368,16 +439,21 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         """The composite, the flat colour and the line layer as PNG paths, in that order."""
         return save_images((layers.image, layers.flat, layers.lines))
 
-    def colorize_page(editor: dict, mode: str, palette: str) -> tuple:
-        """The page's Colorize button -> (the composite's path, every layer's path)."""
+    def colorize_page(editor: dict, mode: str, palette: str, flat_fill: bool, model: str) -> tuple:
+        """The page's Colorize button, with the picked model -> (the composite's path, every layer's path)."""
         line_art, hints = editor_images(editor)
-        paths = save_layers(run_colorizer(colorizer, line_art, hints, palette, mode))
+        paths = save_layers(run_colorizer(shelf.get(model), line_art, hints, palette, mode, fill=flat_fill))
         return paths[0], paths
 
-    def colorize(editor: dict, mode: str, palette: str) -> str:
+    def show_model(model: str) -> str:
+        """The picker's choice -> the facts line of the model now live on this page."""
+        return model_facts(shelf.get(model), examples_shown=bool(examples))
+
+    def colorize(editor: dict, mode: str, palette: str, flat_fill: bool = FLAT_FILL_DEFAULT) -> str:
         """The /colorize API: the editor's value -> the composite's path (the layers: /colorize_layers)."""
         line_art, hints = editor_images(editor)
-        return save_images([run_colorizer(colorizer, line_art, hints, palette, mode, layers=False)])[0]
+        return save_images([run_colorizer(colorizer, line_art, hints, palette, mode, layers=False,
+                                          fill=flat_fill)])[0]
 
     def file_inputs(line_art, hints, palette, mode) -> tuple:
         """The file endpoints' inputs, checked -> (line art, hint image or None, palette, mode label)."""
@@ -393,21 +469,23 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         return image, hint_image, palette, mode
 
     def colorize_file(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
-                      mode: str = "") -> gr.FileData:
+                      mode: str = "", flat_fill: bool = FLAT_FILL_DEFAULT) -> gr.FileData:
         """Colour a line-art image file. hints: an RGBA image file of painted strokes, same size
         (transparent = no hint); palette: hex colours separated by commas; mode: automatic, palette
         or painted hints ("" = painted hints if hints are given, else palette if one is, else
-        automatic). Returns a PNG file of the line art's size: the colour with the line art's own
-        lines over it."""
-        path = save_images([run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), layers=False)])[0]
+        automatic); flat_fill: one colour per closed region of the line art (painted hints win in
+        the regions they touch). Returns a PNG file of the line art's size: the colour with the
+        line art's own lines over it."""
+        path = save_images([run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), layers=False,
+                                          fill=flat_fill)])[0]
         return gr.FileData(path=path, orig_name=f"{LAYER_NAMES[0]}.png")
 
     def colorize_layers(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
-                        mode: str = "") -> list:
+                        mode: str = "", flat_fill: bool = FLAT_FILL_DEFAULT) -> list:
         """As colorize_file, but returns three PNG files of the line art's size, the layers an
         illustrator stacks: colorized.png (colour with the lines over it), colorized_flat.png (the
         colour alone, no lines) and colorized_lines.png (the lines only, black on transparent)."""
-        paths = save_layers(run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode)))
+        paths = save_layers(run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), fill=flat_fill))
         return [gr.FileData(path=path, orig_name=f"{name}.png") for path, name in zip(paths, LAYER_NAMES)]
 
     def add_color(palette: str, color: str) -> str:
@@ -421,7 +499,11 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
     with gr.Blocks(title="colorizer", delete_cache=(min(3600, keep_files_s), keep_files_s)) as demo:
         gr.Markdown("# Line-art colorizer\nUpload line art, choose a mode, press **Colorize**. "
                     "For painted hints, paint a few strokes on the *hints* layer where a colour should go.")
-        gr.Markdown(model_facts(colorizer, examples_shown=bool(examples)))
+        facts = gr.Markdown(model_facts(colorizer, examples_shown=bool(examples)), elem_id="model-facts")
+        picker_model = gr.Dropdown(shelf.choices, value=shelf.choices[0][1], label="Model", elem_id="model",
+                                   interactive=len(shelf.choices) > 1,
+                                   info="the bundled model and your trained runs (runs/*/export), with their "
+                                        "steps and validation PSNR; the API uses the model serve.py started with")
         with gr.Row():
             with gr.Column():
                 editor = gr.ImageEditor(
@@ -440,6 +522,9 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                                          placeholder="#e63946, #457b9d, #f1faee", elem_id="palette", scale=3)
                     picker = gr.ColorPicker(value="#e63946", label="Pick", scale=1)
                     add = gr.Button("Add colour", scale=1)
+                fill = gr.Checkbox(value=FLAT_FILL_DEFAULT, label="Flat fills", elem_id="flat-fill",
+                                   info="one colour per closed region of the line art, as on an illustrator's "
+                                        "flat-colour layer; your strokes colour the regions they touch")
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
             with gr.Column():
                 result = gr.Image(label="Result", type="filepath", format="png", buttons=["download"],
@@ -450,10 +535,12 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[editor], label="Test-split line art")
         add.click(add_color, [palette, picker], palette, api_visibility="private")
-        button.click(colorize_page, [editor, mode, palette], [result, layers], api_visibility="private")
+        button.click(colorize_page, [editor, mode, palette, fill, picker_model], [result, layers],
+                     api_visibility="private")
+        picker_model.change(show_model, picker_model, facts, api_visibility="private")
         # /colorize keeps answering with one image: an event of its own, on a button the page does not show
         api_button, api_result = gr.Button(visible=False), gr.Image(type="filepath", format="png", visible=False)
-        api_button.click(colorize, [editor, mode, palette], api_result, api_name="colorize")
+        api_button.click(colorize, [editor, mode, palette, fill], api_result, api_name="colorize")
         gr.api(colorize_file, api_name="colorize_file")
         gr.api(colorize_layers, api_name="colorize_layers")
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
@@ -513,7 +600,8 @@ def main(argv=None) -> int:
     os.environ["GRADIO_TEMP_DIR"] = str(Path(cache_dir).resolve())
     model_dir = path if path.is_dir() else path.parent
     demo = build_demo(colorizer, examples_for(colorizer, model_dir), queue_size=args.queue_size,
-                      concurrency=args.concurrency, keep_files_s=max(1, round(args.keep_files_hours * 3600)))
+                      concurrency=args.concurrency, keep_files_s=max(1, round(args.keep_files_hours * 3600)),
+                      choices=model_choices(served=path))
     warning = exposure_warning(args.host, args.auth, args.share)
     if warning:
         log.warning("WARNING: %s", warning)

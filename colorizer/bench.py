@@ -150,24 +150,55 @@ def bench_inference(model_cfg, device, size: int, warmup: int, repeats: int) -> 
     return {"size": size, "latency_ms": seconds * 1e3, "params": sum(p.numel() for p in g.parameters())}
 
 
-def bench_demo(path: Path, device, warmup: int, repeats: int) -> list:
-    """End-to-end ``Colorizer.colorize`` latency of the exported model at ``path`` (what the demo
-    feels: a PIL image in, resized to the model's box, coloured, resized back) for square line
-    art of 256 and 512 px, batch 1. Empty when there is no export there."""
+DEMO_SIZES = (256, 512, 1024, 2048)  # square drawings timed through Colorizer.colorize
+PAGE_SIZES = (1024, 2048)  # ... and through what the page's Colorize does (the layers, three PNGs)
+
+
+def demo_drawing(model_dir: Path, size: int):
+    """A size x size line drawing: the first example shipped beside the model (models/demo/examples)
+    enlarged, else a circle; the flat fills' cost depends on how many regions it has."""
     from PIL import Image, ImageDraw
+
+    shipped = sorted((model_dir / "examples").glob("*.png"))
+    if shipped:
+        return Image.open(shipped[0]).convert("L").resize((size, size), Image.Resampling.LANCZOS)
+    art = Image.new("L", (size, size), 255)
+    ImageDraw.Draw(art).ellipse((size // 8, size // 8, size * 7 // 8, size * 7 // 8), outline=0, width=3)
+    return art
+
+
+def bench_demo(path: Path, device, warmup: int, repeats: int) -> list:
+    """End-to-end latency of the exported model at ``path`` as the demo runs it, batch 1: a PIL
+    image in, coloured at the model's box, the drawing's lines laid over the colour at its size
+    (``Colorizer.colorize``) for DEMO_SIZES; and for PAGE_SIZES what the page's Colorize button does
+    (``colorize_layers`` and the three layers encoded as PNG), with flat fills off and on. Empty
+    when there is no export there."""
+    import io
 
     from .inference import Colorizer
 
     if not (path / EXPORT_CONFIG).is_file():
         return []
     model = Colorizer.load(path, device=str(device))
+    params = sum(p.numel() for p in model.generator.parameters())
+    name = f"demo end to end ({path}, box {model.box[0]}x{model.box[1]})"
     rows = []
-    for size in (256, 512):
-        art = Image.new("L", (size, size), 255)
-        ImageDraw.Draw(art).ellipse((size // 8, size // 8, size * 7 // 8, size * 7 // 8), outline=0, width=3)
+    for size in DEMO_SIZES:
+        art = demo_drawing(path, size)
         seconds = timed(lambda: model.colorize(art), device, warmup, repeats)
-        rows.append({"model": f"demo end to end ({path}, box {model.box[0]}x{model.box[1]})", "size": size,
-                     "latency_ms": seconds * 1e3, "params": sum(p.numel() for p in model.generator.parameters())})
+        rows.append({"model": name, "size": size, "latency_ms": seconds * 1e3, "params": params})
+
+    def page(art, fill: bool):
+        layers = model.colorize_layers(art, fill=fill)
+        for image in (layers.image, layers.flat, layers.lines):
+            image.save(io.BytesIO(), format="png")
+
+    for size in PAGE_SIZES:
+        art = demo_drawing(path, size)
+        for fill in (False, True):
+            seconds = timed(lambda: page(art, fill), device, warmup, repeats)
+            rows.append({"model": f"demo page: layers + 3 PNGs{', flat fills' if fill else ''} ({path})",
+                         "size": size, "latency_ms": seconds * 1e3, "params": params})
     return rows
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -46,7 +48,9 @@ FULL_RES_PATHS = {
     "enlarge": {"resolution": "model", "composite": False},  # the network's output enlarged, its own lines
     "composite": {"resolution": "model", "composite": True},  # colour enlarged, the drawing's lines over it
     "native": {"resolution": "native", "composite": True},  # the network at the drawing's size, lines over it
+    "flat": {"resolution": "model", "composite": True, "fill": True},  # composite, one colour per closed region
 }
+FULL_RES_PATCHES = (0, MODE_PATCHES)  # hint patches the full-resolution table is reported at
 
 
 class EmptySplitError(ValueError):
@@ -232,35 +236,63 @@ def prepared_size(root: Path) -> int | None:
         return None
 
 
+def hint_layer(sampler: HintSampler, color: torch.Tensor, patches: int, seed: int, working: tuple,
+               placement: str = PLACEMENT):
+    """The protocol's clean spatial hints for one image as the RGBA layer a user paints, or None for
+    0 patches. color (1, 3, H, W) in [-1, 1]; the patches are drawn at the ``working`` size (h, w),
+    where the protocol's patch sizes mean what they mean in training, and each hinted working pixel
+    covers its cell of the H x W layer (nearest), so the model sees the protocol's hints at any size."""
+    if not patches:
+        return None
+    small = color if tuple(color.shape[-2:]) == tuple(working) else F.interpolate(color, size=working, mode="area")
+    spatial = protocol_hints(sampler, small, "spatial", patches, seed, placement).spatial[0]  # (4, h, w)
+    mask = spatial[3:] > 0.5
+    rgb = to_array((spatial[:3] / spatial[3:].clamp_min(1e-6)).clamp(-1, 1))  # (h, w, 3) uint8
+    rgba = np.concatenate([rgb, (mask[0].numpy() * 255).astype(np.uint8)[..., None]], -1)
+    return Image.fromarray(rgba, "RGBA").resize((color.shape[-1], color.shape[-2]), Image.Resampling.NEAREST)
+
+
 @torch.no_grad()
 def full_resolution(model: Colorizer, root: Path, split: str, size: int, max_items: int = 0,
-                    paths=tuple(FULL_RES_PATHS), progress: bool = True) -> dict:
-    """Hintless colourings of ``split`` at ``size`` x ``size`` px through ``Colorizer.colorize``, as
-    a user gets them, by each of ``paths`` (FULL_RES_PATHS): METRICS over the target and
-    ``line_error`` (how much lighter than drawn the result is on the drawing's line pixels, in [0, 1]
-    units). The folder must have been prepared at ``size`` or more: enlarged line art is no test
-    of full-resolution lines. ValueError saying how to prepare it otherwise."""
+                    paths=tuple(FULL_RES_PATHS), patches=FULL_RES_PATCHES, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Colourings of ``split`` at ``size`` x ``size`` px through ``Colorizer.colorize``, as a user
+    gets them, by each of ``paths`` (FULL_RES_PATHS), hintless and with each count of ``patches``
+    (``hint_layer``, seeded per image): METRICS over the target and ``line_error`` (how much
+    lighter than drawn the result is on the drawing's line pixels, in [0, 1] units), one row per
+    (path, patches). The folder must have been prepared at ``size`` or more: enlarged line art is
+    no test of full-resolution lines. ValueError saying how to prepare it otherwise."""
     prepared = prepared_size(root)
     if prepared is not None and prepared < size:
         raise ValueError(f"{root} was prepared at {prepared} px, smaller than --size {size}: prepare it at that size, "
                          f"e.g. `python -m data_prep openmoji --out {Path(root).parent / f'openmoji{size}'} "
                          f"--size {size}`")
+    unknown = sorted(set(paths) - set(FULL_RES_PATHS))
+    if unknown:
+        raise ValueError(f"unknown full-resolution path(s) {', '.join(unknown)}: choose from {', '.join(FULL_RES_PATHS)}")
     dataset = PairDataset(root, split, size=(size, size), cache=False, max_items=max_items)
     if len(dataset) == 0:
         raise EmptySplitError(f"the {split} split of {root} is empty (see {Path(root) / 'report.json'})")
+    sampler = HintSampler(model.config.hints, model.config.model.palette_size)
+    working = model.working_size(size, size)
     acc = Accumulator()
     for index in tqdm(range(len(dataset)), desc=f"full resolution {size} px", dynamic_ncols=True, disable=not progress):
         item = dataset[index]
         line, color = item["line"][None], item["color"][None]  # (1, 1, H, W), (1, 3, H, W) in [-1, 1]
         region, drawing = color_region(color), to_pil(item["line"])
-        for name in paths:
-            out = np.asarray(model.colorize(drawing, **FULL_RES_PATHS[name]))  # (H, W, 3) uint8
-            pred = to_signed(out).permute(2, 0, 1)[None]  # (1, 3, H, W) in [-1, 1]
-            for metric, value in {**image_metrics(pred, color, region), "line_error": line_error(pred, line)}.items():
-                acc.add(f"{name}/{metric}", value)
-    return {"size": [size, size], "items": len(dataset), "hints": "none", "working_size": list(model.box),
-            "paths": {name: {metric: acc.mean(f"{name}/{metric}") for metric in METRICS + ("line_error",)}
-                      for name in paths}}
+        for count in patches:
+            hints = hint_layer(sampler, color, count, seed + index, working)
+            for name in paths:
+                out = np.asarray(model.colorize(drawing, hints=hints, **FULL_RES_PATHS[name]))  # (H, W, 3) uint8
+                pred = to_signed(out).permute(2, 0, 1)[None]  # (1, 3, H, W) in [-1, 1]
+                values = {**image_metrics(pred, color, region), "line_error": line_error(pred, line)}
+                for metric, value in values.items():
+                    acc.add(f"{name}/{count}/{metric}", value)
+    return {"size": [size, size], "items": len(dataset), "placement": PLACEMENT, "seed": seed,
+            "working_size": list(working),
+            "rows": [{"path": name, "patches": count,
+                      **{metric: acc.mean(f"{name}/{count}/{metric}") for metric in METRICS + ("line_error",)}}
+                     for count in patches for name in paths]}
 
 
 def line_style(root: Path) -> str:
@@ -340,12 +372,14 @@ def compare_markdown(reports: list) -> str:
 
 
 def full_resolution_markdown(result: dict) -> str:
-    """The full-resolution table: one row per path."""
-    lines = [f"Full resolution, {result['items']} images at {result['size'][0]}x{result['size'][1]}, no hints "
+    """The full-resolution table: one row per path and hint count."""
+    lines = [f"Full resolution, {result['items']} images at {result['size'][0]}x{result['size'][1]} "
              f"(working size {result['working_size'][0]}x{result['working_size'][1]}):", "",
-             "| path | PSNR | PSNR colour | SSIM | SSIM colour | line error |", "|---|---|---|---|---|---|"]
-    for name, m in result["paths"].items():
-        lines.append(f"| {name} | " + " | ".join(fmt(m[k]) for k in METRICS + ("line_error",)) + " |")
+             "| path | hint patches | PSNR | PSNR colour | SSIM | SSIM colour | line error |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['path']} | {row['patches']} | "
+                     + " | ".join(fmt(row[k]) for k in METRICS + ("line_error",)) + " |")
     return "\n".join(lines)
 
 
@@ -389,8 +423,22 @@ def main(argv=None) -> int:
                         help="spatial hints as square patches (the protocol) or short strokes, like the demo's brush")
     parser.add_argument("--size", type=int, default=0,
                         help="also colour the split at N x N px through the demo's paths (the network's output "
-                             "enlarged, the composite with the drawing's lines, native resolution) and report them "
-                             "with a line-fidelity figure; the folder must be prepared at N px or more")
+                             "enlarged, the composite with the drawing's lines, native resolution, flat fills) and "
+                             "report them with a line-fidelity figure; the folder must be prepared at N px or more")
+    parser.add_argument("--size-paths", nargs="+", default=list(FULL_RES_PATHS), choices=list(FULL_RES_PATHS),
+                        help="the paths --size compares (default: all)")
+    parser.add_argument("--size-hints", nargs="+", type=int, default=list(FULL_RES_PATCHES),
+                        help="hint patch counts --size reports each path at (default: 0 10)")
+    parser.add_argument("--only-size", action="store_true",
+                        help="with --size: only the full-resolution table, not the protocol at the training size")
+    parser.add_argument("--protocol", default="ours", choices=("ours", "hint-auc"),
+                        help="ours: the per-mode table and the patch curve; hint-auc: the field's published "
+                             "protocol (Hint-AUC, through the hintauc package) with the region fill rate, for the "
+                             "model and the trivial baselines")
+    parser.add_argument("--hint-auc-type", default="scribble", choices=("scribble", "dot"),
+                        help="with --protocol hint-auc: one scribble per region (default) or one dot")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="with --protocol hint-auc: the model only (the baselines do not depend on it)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-items", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -403,25 +451,45 @@ def main(argv=None) -> int:
                         help="also log the metrics and a table of the worst samples to W&B")
     parser.add_argument("--project", default="colorizer", help="W&B project")
     args = parser.parse_args(argv)
+    if args.only_size and not args.size:
+        parser.error("--only-size needs --size N")
+    if args.size < 0 or any(n < 0 for n in args.size_hints):
+        parser.error("--size and --size-hints must be >= 0")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     curve_png, worst_png = out.with_name(out.stem + "_curve.png"), out.with_name(out.stem + "_worst.png")
     reports = []
+    if args.protocol == "hint-auc":
+        return main_hint_auc(args, out)
     try:
         model = Colorizer.load(args.checkpoint, device=args.device)
         extra = ExtraMetrics(model.device, args.lpips_weights, args.fid_weights)
         for i, data in enumerate(args.data):
             gallery = worst_png if i == 0 else out.with_name(f"{out.stem}_worst_{Path(data).name}.png")
-            reports.append(evaluate(model, Path(data), args.split, args.placement, args.batch_size, args.max_items,
-                                    args.seed, args.worst, gallery=gallery, extra=extra, shape=args.hint_shape))
+            if args.only_size:
+                reports.append({"data": str(data), "lines": line_style(Path(data)), "split": args.split,
+                                "step": model.step, "run_name": model.run_name, "parent": model.notes.get("parent")})
+            else:
+                reports.append(evaluate(model, Path(data), args.split, args.placement, args.batch_size,
+                                        args.max_items, args.seed, args.worst, gallery=gallery, extra=extra,
+                                        shape=args.hint_shape))
             if args.size:
                 reports[-1]["full_resolution"] = full_resolution(model, Path(data), args.split, args.size,
-                                                                 args.max_items)
+                                                                 args.max_items, args.size_paths, args.size_hints,
+                                                                 args.seed)
     except (FileNotFoundError, ValueError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     report = reports[0]
     report["checkpoint"] = str(args.checkpoint)
+    if args.only_size:
+        report.update({"also": reports[1:]} if len(reports) > 1 else {})
+        out.write_text(json.dumps(report, indent=2))
+        for r in reports:
+            print(f"`{r['data']}` ({r['lines']} lines), split `{r['split']}`, step {r['step']}\n")
+            print(full_resolution_markdown(r["full_resolution"]) + "\n")
+        print(f"wrote {out}")
+        return 0
     plot_curve(report, curve_png)
     if args.wandb != "disabled":
         report["wandb"] = log_wandb(report, args.wandb, args.project, curve_png)
@@ -437,6 +505,30 @@ def main(argv=None) -> int:
     if len(reports) > 1:
         print(compare_markdown(reports) + "\n")
     print(f"wrote {out}, {curve_png.name}, " + ", ".join(Path(r["gallery"]).name for r in reports if "gallery" in r))
+    return 0
+
+
+def main_hint_auc(args, out: Path) -> int:
+    """--protocol hint-auc: each --data folder under the published protocol; the first folder's
+    report is the JSON's top level, the others' are under "also"."""
+    from . import hint_auc
+
+    reports = []
+    try:
+        model = Colorizer.load(args.checkpoint, device=args.device)
+        extra = ExtraMetrics(model.device, args.lpips_weights, "off")
+        for data in args.data:
+            reports.append(hint_auc.run(model, Path(data), args.split, args.hint_auc_type, args.max_items, extra,
+                                        baselines=not args.no_baselines))
+            reports[-1]["lines"] = line_style(Path(data))
+    except (FileNotFoundError, ValueError, ModelLoadError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    report = {**reports[0], "checkpoint": str(args.checkpoint), **({"also": reports[1:]} if len(reports) > 1 else {})}
+    out.write_text(json.dumps(report, indent=2))
+    for r in reports:
+        print(hint_auc.markdown(r["methods"], r["data"], r["split"]) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

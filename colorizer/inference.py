@@ -12,7 +12,8 @@ ratio kept, padded with white paper to a multiple of ``2**model.depth``: its tra
 side scaled to ``data.size``; the default), or the drawing's own size (``resolution="native"``, the
 U-Net is fully convolutional) capped at ``max_working_pixels``. The result comes back at the input's
 size with the input's own lines laid over the colour (``composite``), so a 4,000 px drawing keeps
-its crisp lines. ``colorize_layers`` also gives the flat colour layer and the line layer.
+its crisp lines. ``colorize_layers`` also gives the flat colour layer and the line layer, and
+``fill=True`` gives one colour to each closed region of the line art (``fills``).
 Nothing here imports training code.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .checkpoint import CONFIG_NOTES, GeneratorFile, ModelLoadError, read_generator
 from .composite import enlarge, flat_colour, line_layer, multiply
 from .config import Config, ConfigError, from_dict, image_size
+from .fills import flat_fill
 from .images import flatten_image, to_array, to_signed
 from .models import build_generator
 
@@ -251,18 +253,22 @@ class Colorizer:
 
     # ---------------------------------------------------------------- colouring
     def colorize(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
-                 resolution: str = "model", composite: bool = True) -> Image.Image:
+                 resolution: str = "model", composite: bool = True, fill: bool = False) -> Image.Image:
         """Colour ``line_art``: the RGB image of ``colorize_layers`` (colour with the input's lines
         over it), at the line art's (oriented) size. ``composite=False``: the network's own output,
         its copy of the lines included, enlarged bicubic (the path before compositing existed; the
-        full-resolution evaluation compares the two)."""
-        colour, line, _ = self._colour(line_art, hints, palette, resolution, flat=composite)
+        full-resolution evaluation compares the two). ``fill``: flat fills, one colour per closed
+        region of the line art (``fills.flat_fill``; painted hints win in the regions they touch)."""
+        if fill and not composite:
+            raise ValueError("flat fills need the composite: the network's own lines would cut across the regions")
+        colour, line, _ = self._colour(line_art, hints, palette, resolution, flat=composite, fill=fill)
         return Image.fromarray(multiply(colour, line) if composite else to_array(colour), "RGB")
 
     def colorize_layers(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
-                        resolution: str = "model") -> Layers:
-        """Colour ``line_art`` and return the composite, the flat colour layer and the line layer."""
-        flat, line, working = self._colour(line_art, hints, palette, resolution)
+                        resolution: str = "model", fill: bool = False) -> Layers:
+        """Colour ``line_art`` and return the composite, the flat colour layer and the line layer;
+        ``fill`` as in ``colorize``."""
+        flat, line, working = self._colour(line_art, hints, palette, resolution, fill=fill)
         return Layers(image=Image.fromarray(multiply(flat, line), "RGB"), flat=Image.fromarray(to_array(flat), "RGB"),
                       lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working)
 
@@ -278,7 +284,7 @@ class Colorizer:
         return max(1, int(height * scale)), max(1, int(width * scale))
 
     def _colour(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str,
-                flat: bool = True) -> tuple:
+                flat: bool = True, fill: bool = False) -> tuple:
         """Colour ``line_art`` (a PIL image of any mode, or a file path or bytes; EXIF orientation
         honoured; at most ``max_pixels``) at the working resolution of ``resolution``.
 
@@ -287,8 +293,8 @@ class Colorizer:
         whole image ("#rrggbb" strings or (r, g, b) tuples, at most ``model.palette_size``).
         Returns (flat colour (3, H, W) in [-1, 1] at the line art's size, the line art (H, W) uint8,
         the working size (h, w)); with ``flat=False`` the network's output as it is, lines and all,
-        instead of the flat colour. ValueError or TypeError, saying what is wrong, for an input it
-        cannot use."""
+        instead of the flat colour; with ``fill`` one colour per closed region. ValueError or
+        TypeError, saying what is wrong, for an input it cannot use."""
         colors = parse_palette(palette, self.palette_size)
         line_art = open_image(line_art, "the line art", self.max_pixels)
         if hints is not None:
@@ -306,14 +312,15 @@ class Colorizer:
         line = torch.ones(padded_h, padded_w)  # white paper in the padding
         line[:scaled_h, :scaled_w] = to_signed(np.asarray(grey))
         spatial = np.zeros((4, padded_h, padded_w), np.float32)  # zeros = no hint, also in the padding
+        hint_colour = hint_mask = None
         if hints is not None:
             hints = ImageOps.exif_transpose(hints)
             if hints.size != (width, height):
                 raise ValueError(f"hints are {hints.size[0]}x{hints.size[1]} but the line art is {width}x{height}: "
                                  f"paint them on a layer of the same size")
-            colour, mask = hints_to_arrays(hints, (scaled_h, scaled_w))
-            spatial[:3, :scaled_h, :scaled_w] = (colour * 2 - 1).transpose(2, 0, 1) * mask
-            spatial[3, :scaled_h, :scaled_w] = mask
+            hint_colour, hint_mask = hints_to_arrays(hints, (scaled_h, scaled_w))
+            spatial[:3, :scaled_h, :scaled_w] = (hint_colour * 2 - 1).transpose(2, 0, 1) * hint_mask
+            spatial[3, :scaled_h, :scaled_w] = hint_mask
         palette_t = torch.zeros(1, self.palette_size, 3)
         keep = torch.zeros(1, self.palette_size)
         if colors:
@@ -327,4 +334,8 @@ class Colorizer:
             colour = out[:, :, :scaled_h, :scaled_w].float()  # (1, 3, h, w)
             if flat:  # the colour without the model's own copy of the lines
                 colour = flat_colour(colour, line[None, None, :scaled_h, :scaled_w].to(self.device))
-        return enlarge(colour[0].cpu(), (height, width)), np.asarray(full), (scaled_h, scaled_w)
+        lines = np.asarray(full)
+        colour = colour[0].cpu()
+        if fill:  # one colour per closed region, at the region grid (at most fills.FILL_MAX_PIXELS)
+            colour = flat_fill(colour, lines, hint_colour, hint_mask)
+        return enlarge(colour, (height, width)), lines, (scaled_h, scaled_w)

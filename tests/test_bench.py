@@ -30,7 +30,10 @@ def test_bench_quick_on_cpu_writes_every_section(openmoji_small, tmp_path, capsy
     assert result["speedup_default_vs_reference"] > 0 and result["speedup_amp_vs_fp32"] is None
     assert result["data"]["images_per_s_warm"] > 0 and result["data"]["ratio_to_training"] > 0
     sizes = [(r["model"].split()[0], r["size"]) for r in result["inference"]]
-    assert sizes == [("default", 256), ("default", 512), ("demo", 256), ("demo", 512)]
+    assert sizes == [("default", 256), ("default", 512), *(("demo", s) for s in bench.DEMO_SIZES),
+                     *(("demo", s) for s in bench.PAGE_SIZES for _ in (0, 1))]
+    assert sum("flat fills" in r["model"] for r in result["inference"]) == len(bench.PAGE_SIZES)
+    assert all(r["latency_ms"] > 0 for r in result["inference"])
     printed = capsys.readouterr().out
     assert "| pix2pix-style reference | fp32 | 1 |" in printed and "Data path" in printed
 

@@ -45,3 +45,18 @@ def test_bundled_evaluation_matches_the_issue_bar():
     assert report["split"] == "test" and report["items"] == 477
     config = json.loads((DEMO / "config.json").read_text())
     assert config["step"] == report["step"]
+
+
+def test_bundled_model_says_where_it_came_from_and_meets_the_line_style_bar():
+    """models/demo is the line-style fine-tune of the H100 model (issue 20): its config names the
+    parent by hash, and its evaluation on XDoG lines beats both baselines hintless and gains at
+    least 2 dB at 10 hint patches."""
+    config = json.loads((DEMO / "config.json").read_text())
+    parent = config["config"]["parent"]
+    assert len(parent["sha256"]) == 64 and parent["step"] > 0 and parent["run_name"]
+    report = json.loads((DEMO / "eval_test.json").read_text())
+    (xdog,) = [r for r in report["also"] if r["lines"].startswith("xdog")]
+    assert xdog["items"] == 477 and xdog["step"] == config["step"]
+    none, spatial = xdog["modes"]["none"]["psnr_color"], xdog["modes"]["spatial"]["psnr_color"]
+    assert all(none > b["psnr_color"] for b in xdog["baselines"].values())
+    assert spatial >= none + 2.0

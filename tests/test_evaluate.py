@@ -149,18 +149,34 @@ def test_full_resolution_paths_and_line_fidelity(tmp_path, capsys):
     model = Colorizer(build_generator(cfg.model), cfg, device="cpu")
     result = ev.full_resolution(model, data, "train", 64, max_items=6, progress=False)
     assert result["size"] == [64, 64] and result["items"] == 6 and result["working_size"] == [16, 16]
-    paths = result["paths"]
-    assert set(paths) == {"enlarge", "composite", "native"}
-    assert paths["composite"]["line_error"] <= 2 / 255 and paths["native"]["line_error"] <= 2 / 255
-    assert paths["enlarge"]["line_error"] > 10 * max(paths["composite"]["line_error"], 1 / 255)
-    assert all(math.isfinite(v) for m in paths.values() for v in m.values())
+    rows = {(row["path"], row["patches"]): row for row in result["rows"]}
+    assert set(rows) == {(path, n) for path in ("enlarge", "composite", "native", "flat") for n in (0, 10)}
+    for n in (0, 10):
+        for path in ("composite", "native", "flat"):
+            assert rows[path, n]["line_error"] <= 2 / 255, (path, n)
+        assert rows["enlarge", n]["line_error"] > 10 * max(rows["composite", n]["line_error"], 1 / 255)
+        assert rows["flat", n]["psnr_color"] != rows["composite", n]["psnr_color"]
+    assert rows["composite", 10]["psnr_color"] != rows["composite", 0]["psnr_color"]  # the hints reached the model
+    assert all(math.isfinite(row[k]) for row in rows.values() for k in ev.METRICS + ("line_error",))
+    again = ev.full_resolution(model, data, "train", 64, max_items=6, paths=("flat",), progress=False)
+    assert [r for r in again["rows"]] == [rows["flat", 0], rows["flat", 10]]  # seeded per image: the same hints
     with pytest.raises(ValueError, match=r"prepared at 64 px, smaller than --size 128.*--size 128"):
         ev.full_resolution(model, data, "train", 128)
+    with pytest.raises(ValueError, match="unknown full-resolution path.*blur"):
+        ev.full_resolution(model, data, "train", 64, paths=("blur",))
     export = export_generator(tmp_path / "export", model.generator.state_dict(), to_dict(cfg), 1, {}, "off", "t")
     assert ev.main(["--checkpoint", str(export), "--data", str(data), "--split", "train", "--size", "64",
-                    "--max-items", "4", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text())["full_resolution"]["items"] == 4
-    assert "| composite |" in capsys.readouterr().out
+                    "--size-hints", "0", "--max-items", "4", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
+    full = json.loads((tmp_path / "r.json").read_text())["full_resolution"]
+    assert full["items"] == 4 and len(full["rows"]) == 4
+    assert "| composite | 0 |" in capsys.readouterr().out
+    # --only-size: the table alone, no protocol at the training size
+    assert ev.main(["--checkpoint", str(export), "--data", str(data), "--split", "train", "--size", "64",
+                    "--size-paths", "composite", "flat", "--only-size", "--max-items", "3", "--device", "cpu",
+                    "--out", str(tmp_path / "o.json")]) == 0
+    only = json.loads((tmp_path / "o.json").read_text())
+    assert "modes" not in only and [r["path"] for r in only["full_resolution"]["rows"]] == ["composite", "flat"] * 2
+    assert "| flat | 10 |" in capsys.readouterr().out
 
 
 def test_command_line_names_a_missing_dataset(tmp_path, capsys):

@@ -173,6 +173,27 @@ def test_readme_api_snippet(app, files, monkeypatch):
     assert [Image.open(p).size for p in (image, flat, lines)] == [(61, 100)] * 3
 
 
+def test_flat_fill_option_on_every_endpoint(app, files):
+    """flat_fill=True gives what Colorizer.colorize(fill=True) gives, on the file, layers and
+    editor endpoints; left out, the default (off); not a boolean, a clear refusal."""
+    from gradio_client import handle_file
+
+    client, line = app["client"], Image.open(files["line"])
+    filled = np.asarray(app["colorizer"].colorize(line, fill=True))
+    assert not np.array_equal(filled, np.asarray(app["colorizer"].colorize(line)))
+
+    def rgb(path):
+        return np.asarray(Image.open(path).convert("RGB"))
+
+    assert np.array_equal(rgb(client.predict(handle_file(str(files["line"])), flat_fill=True,
+                                             api_name="/colorize_file")), filled)
+    assert np.array_equal(rgb(client.predict(handle_file(str(files["line"])), flat_fill=True,
+                                             api_name="/colorize_layers")[0]), filled)
+    assert np.array_equal(rgb(client.predict(editor(files["line"]), "automatic", "", True, api_name="/colorize")), filled)
+    with pytest.raises(Exception, match="flat_fill must be true or false"):
+        client.predict(handle_file(str(files["line"])), flat_fill="yes", api_name="/colorize_file")
+
+
 def test_colorize_file_infers_the_mode_and_refuses_server_paths(app, files):
     from gradio_client import handle_file
 
@@ -239,6 +260,34 @@ def test_find_checkpoint_serves_the_bundled_model_unless_told_otherwise(tmp_path
     assert serve.find_checkpoint(tmp_path) == demo  # a newcomer meets the bundled model, not a smoke run
     assert serve.find_checkpoint(tmp_path, "latest") == old
     assert serve.find_checkpoint(tmp_path, str(new)) == new
+
+
+def test_model_picker_offers_the_bundled_model_and_the_runs_with_their_numbers(tmp_path, monkeypatch):
+    """The page's picker: the served model first, then the bundled model and each run's export
+    (steps, validation PSNR); a picked model is loaded once and used; nothing else can be named."""
+    monkeypatch.chdir(tmp_path)
+    demo_model = write_export(Path("models/demo"))
+    old = write_export(Path("runs/old/export"), seed=1)
+    new = write_export(Path("runs/new/export"), seed=2)
+    os.utime(old / "config.json", (1_000_000_000, 1_000_000_000))
+    (Path("runs/broken/export")).mkdir(parents=True)  # no config.json: not offered
+    choices = serve.model_choices(served=demo_model)
+    assert [path for _, path in choices] == [str(demo_model), str(new), str(old)]
+    assert choices[0][0] == "bundled model: 300 steps, val PSNR colour 13.50 dB (models/demo)"
+    assert choices[1][0].startswith("tiny: 300 steps, val PSNR colour 13.50 dB (runs/new/export)")
+    assert serve.describe_model(tmp_path / "some.pt") == f"some.pt: a training checkpoint ({tmp_path / 'some.pt'})"
+    served = Colorizer.load(demo_model)
+    shelf = serve.ModelShelf(served, choices)
+    assert shelf.get("") is served and shelf.get(str(demo_model)) is served
+    picked = shelf.get(str(old))
+    assert picked is not served and shelf.get(str(old)) is picked  # loaded once
+    line = Image.open(save_line_art(tmp_path / "line.png"))
+    assert not np.array_equal(np.asarray(picked.colorize(line)), np.asarray(served.colorize(line)))
+    with pytest.raises(Exception, match="not one this demo offers"):
+        shelf.get("/etc")
+    page = serve.build_demo(served, choices=choices)
+    dropdown = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "model")
+    assert [c[1] for c in dropdown.choices] == [str(demo_model), str(new), str(old)] and dropdown.interactive
 
 
 def test_checkpoint_latest_without_runs_says_what_to_do(tmp_path, monkeypatch, capsys):

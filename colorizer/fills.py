@@ -1,0 +1,123 @@
+"""Flat fills: one colour per closed region of the line art, the way an illustrator's flat-colour
+layer is painted.
+
+The network's colour often varies inside a shape the artist closed with a line (several colours
+smear in it, or bleed across a thin line). ``flat_fill`` finds the closed regions of the line art
+and gives each one colour:
+
+1. ``regions``: ink is every pixel darker than ``FILL_INK``. Gaps where lines do not quite meet are
+   closed by trapped-ball segmentation: a ball whose radius is ``gap`` (a share of the drawing's
+   long side, so the tolerance is the same at any resolution) cannot pass through them. The
+   connected areas (``scipy.ndimage.label``) where the ball fits grow back to the lines. (A
+   morphological closing does not do this: it bridges nearby parallel strokes, not the two ends of
+   a broken line.)
+2. Each region's colour is the per-channel median (to 1 level in 255, from per-region histograms)
+   of the model's colour over the region's own pixels: a robust average that a smear, or a line
+   bleeding into a corner, does not move. Where painted hints fall in a region, the median of the
+   hint colours there wins instead.
+3. Every ink pixel takes the colour of the nearest region, so the layer under the lines is flat up
+   to each line's middle and the multiplied lines meet one colour on each side.
+
+Regions are found on the line art scaled down to at most ``FILL_MAX_PIXELS`` (ink kept: a cell with
+any ink is ink), so a 4096 px drawing costs what a 1024 px one does.
+
+Arrays: line (H, W) uint8 (255 paper, 0 ink); colour (3, H, W) float32 in [-1, 1]; hints as
+``inference.hints_to_arrays`` gives them, colour (h, w, 3) in [0, 1] and mask (h, w) bool, at any
+size (resized to the region grid, nearest).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+
+FILL_INK = 128  # line value (0-255) below which a pixel is ink when regions are found
+FILL_GAP = 1 / 256  # trapped-ball radius, share of the long side: 1 px at 256 px (closes gaps under 3 px), 4 at 1024
+FILL_MAX_PIXELS = 1024 * 1024  # regions are found at most at this many pixels (the line art scaled down)
+
+
+def region_grid(height: int, width: int, max_pixels: int = FILL_MAX_PIXELS) -> tuple:
+    """(h, w) the regions of a ``height`` x ``width`` drawing are found at: its own size, or scaled
+    down to at most ``max_pixels`` with the aspect kept."""
+    scale = min(1.0, (max_pixels / (height * width)) ** 0.5)
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def ink_mask(line: np.ndarray, size: tuple) -> np.ndarray:
+    """line (H, W) uint8 -> (h, w) bool at ``size`` (h, w): True where any part of the cell is ink,
+    so a 1 px line scaled down stays a closed line."""
+    ink = line < FILL_INK
+    if ink.shape == tuple(size):
+        return ink
+    coverage = Image.fromarray(ink.astype(np.float32), "F").resize((size[1], size[0]), Image.Resampling.BOX)
+    return np.asarray(coverage) > 0
+
+
+def regions(ink: np.ndarray, gap: float = FILL_GAP) -> tuple:
+    """ink (h, w) bool -> (labels (h, w) int32: 0 on ink, 1..n the regions; n).
+
+    Trapped-ball segmentation: a ball of radius ``gap`` x the long side (in px, rounded) cannot pass
+    through a gap in a line narrower than its diameter. The areas where the ball fits (the paper
+    minus the ink grown by the radius) are labelled first; the labels then grow back over the
+    paper they were shrunk from, 4-connected, so two regions meet in the middle of a gap. Closed
+    areas too small for the ball are regions of their own."""
+    radius = int(round(gap * max(ink.shape)))
+    paper = ~ink
+    if radius > 0:
+        y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+        labels, count = ndimage.label(paper & ~ndimage.binary_dilation(ink, x * x + y * y <= radius * radius))
+        cross = ndimage.generate_binary_structure(2, 1)
+        for _ in range(2 * radius + 1):  # Manhattan steps covering a Euclidean distance of radius + 1
+            unreached = paper & (labels == 0)
+            if not unreached.any():
+                break
+            labels = np.where(unreached, ndimage.grey_dilation(labels, footprint=cross), labels)
+    else:
+        labels, count = np.zeros(ink.shape, np.int32), 0
+    small, extra = ndimage.label(paper & (labels == 0))  # 4-connected: a diagonal step between ink is no passage
+    labels = np.where(small > 0, small + count, labels)
+    return labels.astype(np.int32), int(count + extra)
+
+
+def _medians(values: np.ndarray, labels: np.ndarray, count: int) -> tuple:
+    """Per-label medians of ``values`` (N, 3) in [-1, 1] over ``labels`` (N,) in 0..count, to one
+    level in 255 -> (medians (count + 1, 3) in [-1, 1], present (count + 1,) bool: the labels
+    that had any value). One histogram per label and channel: linear in N, where sorting 1 M
+    values per channel (``ndimage.median``) takes 0.4 s."""
+    levels = np.rint((values.clip(-1, 1) + 1) * 127.5).astype(np.int64)  # (N, 3) in 0..255
+    sizes = np.bincount(labels, minlength=count + 1)  # (count + 1,)
+    medians = np.zeros((count + 1, 3), np.float32)
+    for c in range(3):
+        histogram = np.bincount(labels * 256 + levels[:, c], minlength=(count + 1) * 256).reshape(count + 1, 256)
+        medians[:, c] = np.argmax(histogram.cumsum(1) * 2 >= sizes[:, None], axis=1)  # the lower median
+    return medians / 127.5 - 1, sizes > 0
+
+
+def flat_fill(colour: torch.Tensor, line: np.ndarray, hint_colour: np.ndarray | None = None,
+              hint_mask: np.ndarray | None = None, gap: float = FILL_GAP,
+              max_pixels: int = FILL_MAX_PIXELS) -> torch.Tensor:
+    """One colour per closed region of ``line``. colour (3, h, w) in [-1, 1] at any size (the flat
+    colour at the working size), line (H, W) uint8 at the drawing's size; optional hints (colour
+    (a, b, 3) in [0, 1], mask (a, b) bool) at any size -> (3, gh, gw) in [-1, 1] at
+    ``region_grid(H, W)``: the region colours, and where there are no regions at all (a drawing
+    that is all ink) the colour unchanged."""
+    grid = region_grid(*line.shape, max_pixels)
+    colour = F.interpolate(colour[None].float(), size=grid, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+    labels, count = regions(ink_mask(line, grid), gap)
+    if count == 0:
+        return colour
+    inside = labels > 0
+    pixels = colour.permute(1, 2, 0).numpy()[inside]  # (N, 3)
+    table, _ = _medians(pixels, labels[inside], count)
+    if hint_mask is not None and hint_mask.any():
+        mask = np.asarray(Image.fromarray(hint_mask).resize((grid[1], grid[0]), Image.Resampling.NEAREST)) & inside
+        painted = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(hint_colour[..., c]), "F").resize(
+            (grid[1], grid[0]), Image.Resampling.NEAREST)) for c in range(3)], -1)[mask] * 2 - 1  # (M, 3) in [-1, 1]
+        hinted, present = _medians(painted, labels[mask], count)
+        table = np.where(present[:, None], hinted, table)
+    # Ink takes the nearest region's label (and colour).
+    nearest = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    filled = table[labels[nearest[0], nearest[1]]]  # (gh, gw, 3)
+    return torch.from_numpy(np.ascontiguousarray(filled.transpose(2, 0, 1))).clamp(-1, 1)

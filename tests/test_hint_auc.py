@@ -1,0 +1,80 @@
+"""The Hint-AUC protocol through the hintauc package (colorizer/hint_auc.py): deterministic twice,
+flat curves for the baselines that ignore hints, the region fill rate on a known answer, and the
+command line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from colorizer import evaluate as ev
+from colorizer import hint_auc
+from colorizer.checkpoint import export_generator
+from colorizer.config import load_config, to_dict
+from colorizer.inference import Colorizer
+from colorizer.models import build_generator
+
+TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32", "--data.size=32"]
+ALPHAS = [0.0, 0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0]  # the paper's grid
+
+
+def test_fill_rate_is_the_share_of_each_region_within_delta_e_of_its_hint():
+    region = np.zeros((20, 30), np.int32)
+    region[:, 15:] = 7  # two regions: ids 0 (left) and 7 (right)
+    colour = np.zeros((20, 30, 3), np.uint8)
+    colour[:, :15] = (200, 40, 40)  # each region's hint colour
+    colour[:, 15:] = (40, 90, 200)
+    pred = np.full((20, 30, 3), 255, np.uint8)  # white: far from both
+    pred[:15, :15] = (203, 42, 38)  # 3/4 of the left region a few ΔE off its hint: taken
+    pred[:, 15:20] = (40, 160, 200)  # a third of the right region, but a clearly different colour: not taken
+    rates = hint_auc.fill_rates(pred, region, colour, np.array([0, 7]))
+    assert rates == pytest.approx([0.75, 0.0])
+    assert hint_auc.fill_rates(colour, region, colour, np.array([7])) == pytest.approx([1.0])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cfg = load_config(overrides=TINY)
+    torch.manual_seed(0)
+    generator = build_generator(cfg.model)
+    for module in generator.modules():  # an untrained output that still depends on the hints
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, 0.0, 0.1)
+    export = export_generator(tmp_path_factory.mktemp("hint_auc") / "export", generator.state_dict(), to_dict(cfg),
+                              5, {}, "off", "tiny")
+    return export, Colorizer.load(export, device="cpu")
+
+
+def test_protocol_is_deterministic_and_the_baselines_ignore_hints(openmoji_small, tiny):
+    _, model = tiny
+    first = hint_auc.run(model, openmoji_small, "test", max_items=4, progress=False)
+    again = hint_auc.run(model, openmoji_small, "test", max_items=4, progress=False)
+    assert first == again
+    methods = first["methods"]
+    assert set(methods) == {"model", "line_art", "mean_color"}
+    for name, report in methods.items():
+        assert [row["alpha"] for row in report["curve"]] == ALPHAS and report["items"] == 4
+        assert report["protocol"]["protocol"] == "hint-auc/v1" and report["protocol"]["path_method"] == "geodesic"
+        assert report["protocol"]["versions"]["hintauc"] == "0.3.3"
+    for name in ("line_art", "mean_color"):  # hints ignored: a flat curve, and its AUC is that value
+        psnrs = [row["psnr"] for row in methods[name]["curve"]]
+        assert max(psnrs) - min(psnrs) < 1e-9
+        assert methods[name]["auc"]["psnr"] == pytest.approx(psnrs[0])
+    model_psnrs = [row["psnr"] for row in methods["model"]["curve"]]
+    assert len(set(model_psnrs)) > 1  # the model does see the hints
+    full = methods["model"]["curve"][-1]
+    assert full["scribbles"] > 0 and 0 <= full["fill_rate"] <= 1
+    assert methods["model"]["curve"][0]["fill_rate"] is None  # alpha 0: no scribbles
+    assert first["lpips"].startswith("not computed")
+
+
+def test_command_line_hint_auc(openmoji_small, tiny, tmp_path, capsys):
+    export, _ = tiny
+    out = tmp_path / "hint_auc.json"
+    assert ev.main(["--checkpoint", str(export), "--data", str(openmoji_small), "--protocol", "hint-auc",
+                    "--max-items", "2", "--device", "cpu", "--lpips-weights", "off", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["protocol"] == "hint-auc" and report["methods"]["model"]["items"] == 2
+    assert report["published_context"]["psnr_auc"] == 19.72
+    printed = capsys.readouterr().out
+    assert "| model |" in printed and "| mean_color |" in printed and "PSNR-AUC" in printed
