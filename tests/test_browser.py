@@ -50,9 +50,9 @@ def served(tmp_path):
     calls = []
     colorize_layers = colorizer.colorize_layers
 
-    def recording_colorize_layers(line_art, hints=None, palette=None):
-        calls.append({"size": line_art.size, "hints": hints, "palette": palette})
-        return colorize_layers(line_art, hints=hints, palette=palette)
+    def recording_colorize_layers(line_art, hints=None, palette=None, fill=False):
+        calls.append({"size": line_art.size, "hints": hints, "palette": palette, "fill": fill})
+        return colorize_layers(line_art, hints=hints, palette=palette, fill=fill)
 
     colorizer.colorize_layers = recording_colorize_layers
     demo = serve.build_demo(colorizer)
@@ -129,7 +129,7 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
             browser.close()
 
     assert len(calls) == 1, calls  # the coloured request; the bad palette is refused before the model
-    assert calls[0]["size"] == (1600, 1000) and calls[0]["palette"] is None
+    assert calls[0]["size"] == (1600, 1000) and calls[0]["palette"] is None and calls[0]["fill"] is False
     hints = calls[0]["hints"]
     assert hints is not None and hints.size == (1600, 1000)  # automatic mode used the stroke
     strokes = np.asarray(hints.convert("RGBA"))

@@ -163,6 +163,7 @@ def test_readme_api_snippet(app, files, monkeypatch):
     result = client.predict(handle_file("line.png"), hints=handle_file("hints.png"), api_name="/colorize_file")
     print(result)  # path of the coloured PNG, same size as line.png
     image, flat, lines = client.predict(handle_file("line.png"), api_name="/colorize_layers")  # the three layers
+    result = client.predict(handle_file("line.png"), flat_fill=True, api_name="/colorize_file")  # flat fills
 
     # the endpoint behind the page's Colorize button takes the editor's value
     result = client.predict(
