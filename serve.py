@@ -49,6 +49,7 @@ EXAMPLES_ROOT = Path("data/openmoji256")  # examples when the model's own datase
 EXAMPLES_DIR = "examples"  # line-art PNGs shipped beside an export (models/demo/examples), for a fresh clone
 LATEST = "latest"  # --checkpoint latest: the newest trained run
 FLAT_FILL_DEFAULT = False  # flat fills off unless asked: see experiments/RESULTS.md, "Flat fills"
+PROPAGATE_DEFAULT = True  # strokes colour their whole shape: see experiments/RESULTS.md, "Stroke propagation"
 LAYER_NAMES = ("colorized", "colorized_flat", "colorized_lines")  # download names: composite, colour, lines
 ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",
@@ -253,10 +254,10 @@ def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image
 
 
 def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str,
-                  layers: bool = True, fill=False):
+                  layers: bool = True, fill=False, propagate=PROPAGATE_DEFAULT):
     """Apply the mode labelled ``label`` -> ``inference.Layers``, or with ``layers=False`` the
     composite image alone (what the single-image endpoints return); ``fill``: flat fills, one colour
-    per closed region. Automatic uses painted strokes when there are any (it is painted hints then)
+    per closed region; ``propagate``: each painted stroke colours its whole shape. Automatic uses painted strokes when there are any (it is painted hints then)
     and ignores the palette; each hinted mode needs its hint; palette mode with strokes says, on the
     page, that it left them out."""
     if not isinstance(label, str) or label not in LABEL_MODES:
@@ -265,6 +266,10 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
         fill = False
     if not isinstance(fill, bool):
         raise bad_input(f"flat_fill must be true or false, got {fill!r}")
+    if propagate is None:
+        propagate = PROPAGATE_DEFAULT
+    if not isinstance(propagate, bool):
+        raise bad_input(f"propagate must be true or false, got {propagate!r}")
     mode = LABEL_MODES[label]
     if mode == HintMode.NONE and hints is not None:
         mode = HintMode.SPATIAL  # strokes are never ignored silently
@@ -283,7 +288,7 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
     try:
         colour = colorizer.colorize_layers if layers else colorizer.colorize
         return colour(line_art, hints=hints if mode == HintMode.SPATIAL else None,
-                      palette=palette if mode == HintMode.PALETTE else None, fill=fill)
+                      palette=palette if mode == HintMode.PALETTE else None, fill=fill, propagate=propagate)
     except (ValueError, TypeError) as err:
         raise bad_input(str(err)) from None
 
@@ -439,21 +444,24 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         """The composite, the flat colour and the line layer as PNG paths, in that order."""
         return save_images((layers.image, layers.flat, layers.lines))
 
-    def colorize_page(editor: dict, mode: str, palette: str, flat_fill: bool, model: str) -> tuple:
+    def colorize_page(editor: dict, mode: str, palette: str, flat_fill: bool, model: str,
+                      propagate: bool = PROPAGATE_DEFAULT) -> tuple:
         """The page's Colorize button, with the picked model -> (the composite's path, every layer's path)."""
         line_art, hints = editor_images(editor)
-        paths = save_layers(run_colorizer(shelf.get(model), line_art, hints, palette, mode, fill=flat_fill))
+        paths = save_layers(run_colorizer(shelf.get(model), line_art, hints, palette, mode, fill=flat_fill,
+                                          propagate=propagate))
         return paths[0], paths
 
     def show_model(model: str) -> str:
         """The picker's choice -> the facts line of the model now live on this page."""
         return model_facts(shelf.get(model), examples_shown=bool(examples))
 
-    def colorize(editor: dict, mode: str, palette: str, flat_fill: bool = FLAT_FILL_DEFAULT) -> str:
+    def colorize(editor: dict, mode: str, palette: str, flat_fill: bool = FLAT_FILL_DEFAULT,
+                 propagate: bool = PROPAGATE_DEFAULT) -> str:
         """The /colorize API: the editor's value -> the composite's path (the layers: /colorize_layers)."""
         line_art, hints = editor_images(editor)
         return save_images([run_colorizer(colorizer, line_art, hints, palette, mode, layers=False,
-                                          fill=flat_fill)])[0]
+                                          fill=flat_fill, propagate=propagate)])[0]
 
     def file_inputs(line_art, hints, palette, mode) -> tuple:
         """The file endpoints' inputs, checked -> (line art, hint image or None, palette, mode label)."""
@@ -469,23 +477,27 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         return image, hint_image, palette, mode
 
     def colorize_file(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
-                      mode: str = "", flat_fill: bool = FLAT_FILL_DEFAULT) -> gr.FileData:
+                      mode: str = "", flat_fill: bool = FLAT_FILL_DEFAULT,
+                      propagate: bool = PROPAGATE_DEFAULT) -> gr.FileData:
         """Colour a line-art image file. hints: an RGBA image file of painted strokes, same size
         (transparent = no hint); palette: hex colours separated by commas; mode: automatic, palette
         or painted hints ("" = painted hints if hints are given, else palette if one is, else
         automatic); flat_fill: one colour per closed region of the line art (painted hints win in
-        the regions they touch). Returns a PNG file of the line art's size: the colour with the
-        line art's own lines over it."""
+        the regions they touch); propagate: each painted stroke colours the whole shape it lies in,
+        up to the lines (default true). Returns a PNG file of the line art's size: the colour with
+        the line art's own lines over it."""
         path = save_images([run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), layers=False,
-                                          fill=flat_fill)])[0]
+                                          fill=flat_fill, propagate=propagate)])[0]
         return gr.FileData(path=path, orig_name=f"{LAYER_NAMES[0]}.png")
 
     def colorize_layers(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
-                        mode: str = "", flat_fill: bool = FLAT_FILL_DEFAULT) -> list:
+                        mode: str = "", flat_fill: bool = FLAT_FILL_DEFAULT,
+                        propagate: bool = PROPAGATE_DEFAULT) -> list:
         """As colorize_file, but returns three PNG files of the line art's size, the layers an
         illustrator stacks: colorized.png (colour with the lines over it), colorized_flat.png (the
         colour alone, no lines) and colorized_lines.png (the lines only, black on transparent)."""
-        paths = save_layers(run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), fill=flat_fill))
+        paths = save_layers(run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), fill=flat_fill,
+                                          propagate=propagate))
         return [gr.FileData(path=path, orig_name=f"{name}.png") for path, name in zip(paths, LAYER_NAMES)]
 
     def add_color(palette: str, color: str) -> str:
@@ -525,6 +537,9 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                 fill = gr.Checkbox(value=FLAT_FILL_DEFAULT, label="Flat fills", elem_id="flat-fill",
                                    info="one colour per closed region of the line art, as on an illustrator's "
                                         "flat-colour layer; your strokes colour the regions they touch")
+                spread = gr.Checkbox(value=PROPAGATE_DEFAULT, label="Strokes fill their shapes", elem_id="propagate",
+                                     info="each painted stroke colours the whole shape it lies in, up to the lines "
+                                          "(small gaps in a line hold); unpainted shapes keep the model's colours")
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
             with gr.Column():
                 result = gr.Image(label="Result", type="filepath", format="png", buttons=["download"],
@@ -535,12 +550,12 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[editor], label="Test-split line art")
         add.click(add_color, [palette, picker], palette, api_visibility="private")
-        button.click(colorize_page, [editor, mode, palette, fill, picker_model], [result, layers],
+        button.click(colorize_page, [editor, mode, palette, fill, picker_model, spread], [result, layers],
                      api_visibility="private")
         picker_model.change(show_model, picker_model, facts, api_visibility="private")
         # /colorize keeps answering with one image: an event of its own, on a button the page does not show
         api_button, api_result = gr.Button(visible=False), gr.Image(type="filepath", format="png", visible=False)
-        api_button.click(colorize, [editor, mode, palette, fill], api_result, api_name="colorize")
+        api_button.click(colorize, [editor, mode, palette, fill, spread], api_result, api_name="colorize")
         gr.api(colorize_file, api_name="colorize_file")
         gr.api(colorize_layers, api_name="colorize_layers")
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)

@@ -19,13 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from .checkpoint import EXPORT_CONFIG
 from .config import PROJECT_ROOT, ConfigError, image_size, load_config
-from .data import make_train_stream
+from .data import make_train_stream, missing_scribbles
 from .models import build_generator
 from .monitor import git_commit
 from .runtime import DistInfo, seed_everything
@@ -58,23 +59,29 @@ def timed(fn, device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def make_step(cfg, device, batch: int, size: int, data: tuple | None = None):
+def make_step(cfg, device, batch: int, size: int, data: dict | None = None):
     """The iteration ``train.py`` runs (``step.prepare_inputs`` + ``step.train_step``), built as
     training builds it (seeded with train.seed, then ``build_parts``) for ``cfg`` with its
-    train.amp, train.channels_last and train.compile, on a fixed batch: ``data`` = (line (B, 1, H, W),
-    color (B, 3, H, W)) in [-1, 1], or random size x size images. Returns (step_fn, parts);
-    step_fn() runs one iteration at the curriculum's start and returns its StepResult."""
+    train.amp, train.channels_last and train.compile, on a fixed batch: ``data``, a loader batch
+    (line (B, 1, H, W) and color (B, 3, H, W) in [-1, 1], and the scribble maps when it has them),
+    or random size x size images. Returns (step_fn, parts); step_fn() runs one iteration at the
+    curriculum's start and returns its StepResult."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     parts = build_parts(cfg, device)
     if data is None:
-        data = (torch.rand(batch, 1, size, size) * 2 - 1, torch.rand(batch, 3, size, size) * 2 - 1)
-    loader_batch = {"line": data[0].to(device), "color": data[1].to(device)}
+        data = {"line": torch.rand(batch, 1, size, size) * 2 - 1, "color": torch.rand(batch, 3, size, size) * 2 - 1}
+    loader_batch = {key: data[key].to(device) for key in ("line", "color", "scribbles") if key in data}
 
     def step():
         line, color, hints, _ = prepare_inputs(parts, loader_batch, 0.0)
         return train_step(parts, line, color, hints)
 
     return step, parts
+
+
+# Today's eager settings (before issue 16's levers), what --baseline runs next to the defaults.
+BASELINE = {"train": {"optimizer": "foreach", "compile": False, "compile_mode": "default"},
+            "model": {"pad_inputs": False}, "loss": {"perceptual_amp": False}}
 
 
 def variant(cfg, precision: str, channels_last: bool, compile_: bool):
@@ -88,6 +95,35 @@ def flops_per_image(step, batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
+def profile_step(step, device, steps: int = 5, top: int = 8) -> dict:
+    """torch.profiler over ``steps`` iterations: the ``top`` kernels (CUDA) or operators (CPU) by
+    self time, and on CUDA the idle share of the GPU (1 - kernel time / wall time; kernels on
+    other streams overlapping would lower it, our step uses one stream)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gpu = device.type == "cuda"
+    step()  # warm: no first-call costs in the profile
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        wall_us = (time.perf_counter() - start) * 1e6
+    attr = "self_device_time_total" if gpu else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+    if gpu:  # kernels only: device time of events with no CPU-side self time of their own
+        events = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA] or events
+    busy = sum(getattr(e, attr) for e in events)
+    ranked = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:top]
+    return {"steps": steps, "wall_ms_per_step": wall_us / steps / 1e3,
+            "idle_share": max(0.0, 1 - busy / wall_us) if gpu else None,
+            "top": [{"name": e.key[:80], "ms_per_step": getattr(e, attr) / steps / 1e3,
+                     "share": getattr(e, attr) / busy if busy else 0.0, "calls_per_step": e.count / steps}
+                    for e in ranked]}
+
+
 def peak_tflops(device_name: str, precision: str) -> float | None:
     """The datasheet peak for ``precision`` on a GPU named ``device_name``; None when unknown (CPUs)."""
     if precision == "fp32" and torch.backends.cudnn.allow_tf32:
@@ -98,7 +134,8 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
     return None
 
 
-def bench_train(cfg, device, precision, batch, size, channels_last, compile_, warmup, repeats) -> dict:
+def bench_train(cfg, device, precision, batch, size, channels_last, compile_, warmup, repeats,
+                profile: bool = False) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step, _ = make_step(variant(cfg, precision, channels_last, compile_), device, batch, size)
@@ -111,6 +148,8 @@ def bench_train(cfg, device, precision, batch, size, channels_last, compile_, wa
         row["tflops_achieved"] = row["gflop_per_image"] * row["images_per_s"] / 1e3
         peak = peak_tflops(torch.cuda.get_device_name(device), precision) if device.type == "cuda" else None
         row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
+    if profile:
+        row["profile"] = profile_step(step, device)
     return row
 
 
@@ -123,6 +162,11 @@ def bench_data(cfg, batch: int, device, seconds: float) -> dict:
     if not (root / "manifest.jsonl").is_file():
         return {"skipped": f"no prepared dataset at {root} (python -m data_prep openmoji --out {root} "
                            f"--size {cfg.data.size})"}
+    note = None
+    if cfg.hints.scribbles > 0 and missing_scribbles(root)[0]:  # training would make them first; a benchmark does not
+        note = (f"measured without region scribbles: the train split of {root} has no scribble maps "
+                f"(python -m data_prep scribbles {root})")
+        cfg = OmegaConf.merge(cfg, {"hints": {"scribbles": 0.0}})
     parts = build_parts(cfg, device)
     stream = make_train_stream(cfg, root, DistInfo(), batch)
     per_epoch = len(stream.loader)
@@ -135,7 +179,7 @@ def bench_data(cfg, batch: int, device, seconds: float) -> dict:
         rates.append(per_epoch * batch / (time.perf_counter() - epoch_start))
     return {"images_per_s_cold": rates[0], "images_per_s_warm": statistics.median(rates[1:]),
             "epochs": len(rates), "items": len(stream.loader.dataset), "workers": cfg.data.num_workers,
-            "batch": batch, "size": list(image_size(cfg.data)), "root": str(root)}
+            "batch": batch, "size": list(image_size(cfg.data)), "root": str(root), "note": note}
 
 
 @torch.inference_mode()
@@ -152,6 +196,22 @@ def bench_inference(model_cfg, device, size: int, warmup: int, repeats: int) -> 
 
 DEMO_SIZES = (256, 512, 1024, 2048)  # square drawings timed through Colorizer.colorize
 PAGE_SIZES = (1024, 2048)  # ... and through what the page's Colorize does (the layers, three PNGs)
+STROKE_SIZE, STROKE_COUNT = 1024, 20  # the stroke propagation's budget: 0.5 s extra at this size with this many strokes
+
+
+def demo_strokes(size: int, count: int = STROKE_COUNT):
+    """An RGBA layer of ``count`` short strokes (the demo brush's width, 12 px at 1024 px) on a
+    grid over a size x size drawing, each of its own colour: what a user paints."""
+    from PIL import Image, ImageDraw
+
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    side = int(np.ceil(np.sqrt(count)))
+    for i in range(count):
+        x, y = (i % side + 0.5) * size / side, (i // side + 0.5) * size / side
+        colour = (40 + 50 * (i % 5), 60 + 37 * (i % 4), 220 - 45 * (i % 3), 255)
+        draw.line((x - size / 20, y, x + size / 20, y + size / 60), fill=colour, width=max(2, size // 85))
+    return layer
 
 
 def demo_drawing(model_dir: Path, size: int):
@@ -193,6 +253,11 @@ def bench_demo(path: Path, device, warmup: int, repeats: int) -> list:
         for image in (layers.image, layers.flat, layers.lines):
             image.save(io.BytesIO(), format="png")
 
+    art, strokes = demo_drawing(path, STROKE_SIZE), demo_strokes(STROKE_SIZE)
+    for propagate in (False, True):
+        seconds = timed(lambda: model.colorize(art, hints=strokes, propagate=propagate), device, warmup, repeats)
+        rows.append({"model": f"demo with {STROKE_COUNT} strokes{' propagated to their shapes' if propagate else ''} "
+                              f"({path})", "size": STROKE_SIZE, "latency_ms": seconds * 1e3, "params": params})
     for size in PAGE_SIZES:
         art = demo_drawing(path, size)
         for fill in (False, True):
@@ -212,6 +277,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer configurations and repeats (CPU: < 3 min)")
     parser.add_argument("--out", default="bench.json", help="JSON file for every measured row")
     parser.add_argument("--demo-model", default="models/demo", help="export folder whose generator is also timed")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time today's eager settings (bench.BASELINE: foreach Adam with its host-side "
+                             "guard, no compile, no input padding, float32 VGG) next to the defaults")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the default row (and the baseline): top kernels and the GPU's idle share")
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load_config(overrides=overrides + ["--loss.perceptual_weights=random"])
@@ -250,6 +320,14 @@ def main(argv=None) -> int:
                      and not r["compile"] and r["channels_last"] == gpu), None)
 
     default_row, fp32_row = pick(default_precision), pick("fp32")
+    compared = {}
+    if args.baseline or args.profile:  # before and after, in one run, at the default precision and batch
+        runs = ([("baseline", OmegaConf.merge(cfg, BASELINE))] if args.baseline else []) + [("defaults", cfg)]
+        for name, run_cfg in runs:
+            row = bench_train(run_cfg, device, default_precision, default_batch, args.size, gpu,
+                              bool(run_cfg.train.compile), warmup, repeats, profile=args.profile)
+            compared[name] = {"name": name, **row}
+            print(_fmt(compared[name]), flush=True)
     data = bench_data(cfg, default_batch, device, 6.0 if args.quick else 20.0)
     if "images_per_s_warm" in data:
         data["ratio_to_training"] = data["images_per_s_warm"] / default_row["images_per_s"]
@@ -266,7 +344,9 @@ def main(argv=None) -> int:
         "speedup_default_vs_reference": default_row["images_per_s"] / reference["images_per_s"],
         "speedup_amp_vs_fp32": (default_row["images_per_s"] / fp32_row["images_per_s"]
                                 if default_precision != "fp32" else None),
-        "data": data, "inference": inference,
+        "data": data, "inference": inference, "compared": compared,
+        "speedup_defaults_vs_baseline": (compared["defaults"]["images_per_s"] / compared["baseline"]["images_per_s"]
+                                         if "baseline" in compared else None),
     }
     print(markdown(result))
     print(json.dumps({k: result[k] for k in ("device", "speedup_default_vs_reference", "speedup_amp_vs_fp32")}))
@@ -297,6 +377,7 @@ def markdown(result: dict) -> str:
                      f"{row['images_per_s']:.1f} | {row['images_per_s'] / ref['images_per_s']:.2f} | "
                      f"{row['step_ms']:.1f} | {num('gflop_per_image', '.1f')} | {num('tflops_achieved', '.2f')} | "
                      f"{fraction(row)} | {num('peak_mem_gb', '.2f')} |")
+    lines += compared_tables(result.get("compared", {}))
     data = result["data"]
     lines.append("")
     if "skipped" in data:
@@ -305,10 +386,35 @@ def markdown(result: dict) -> str:
         lines.append(f"Data path ({data['workers']} workers, batch {data['batch']}, {data['size'][0]} px, "
                      f"{data['items']} images): {data['images_per_s_cold']:.0f} images/s in the first (decoding) "
                      f"epoch, {data['images_per_s_warm']:.0f} images/s from the cache, "
-                     f"{data['ratio_to_training']:.2f}x what the default training step consumes.")
+                     f"{data['ratio_to_training']:.2f}x what the default training step consumes"
+                     + (f"; {data['note']}." if data.get("note") else "."))
     lines += ["", "| inference, batch 1 | size | latency ms |", "|---|---|---|"]
     lines += [f"| {row['model']} | {row['size']} | {row['latency_ms']:.1f} |" for row in result["inference"]]
     return "\n".join(lines)
+
+
+def compared_tables(compared: dict) -> list:
+    """--baseline / --profile: the before/after rows and the profiles, as Markdown lines."""
+    if not compared:
+        return []
+    lines = ["", "| before / after | precision | batch | images/s | step ms | x baseline |",
+             "|---|---|---|---|---|---|"]
+    base = compared.get("baseline")
+    for name, row in compared.items():
+        ratio = f"{row['images_per_s'] / base['images_per_s']:.2f}" if base else "n/a"
+        lines.append(f"| {name} | {row['precision']} | {row['batch']} | {row['images_per_s']:.1f} | "
+                     f"{row['step_ms']:.1f} | {ratio} |")
+    for name, row in compared.items():
+        prof = row.get("profile")
+        if not prof:
+            continue
+        idle = "n/a (CPU)" if prof["idle_share"] is None else f"{prof['idle_share']:.1%}"
+        lines += ["", f"Profile, {name} ({prof['steps']} steps, {prof['wall_ms_per_step']:.1f} ms/step under the "
+                      f"profiler, GPU idle {idle}):", "", "| kernel / operator | ms/step | share | calls/step |",
+                  "|---|---|---|---|"]
+        lines += [f"| `{t['name']}` | {t['ms_per_step']:.2f} | {t['share']:.1%} | {t['calls_per_step']:g} |"
+                  for t in prof["top"]]
+    return lines
 
 
 def _fmt(row: dict) -> str:

@@ -25,8 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as torch_dist
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
+
+from .config import Config
 
 EXPORT_FORMAT = "colorizer-export/1"
 EXPORT_DIR = "export"  # the export's folder inside a run folder
@@ -367,15 +370,18 @@ def resolve_run_dir(out_dir: str, name: str, resume: str) -> Path:
 
 def check_compatible(saved: dict, current: dict, path: Path, keys=RESUME_KEYS, advice: str = "") -> None:
     """Refuse a checkpoint whose config differs from this run's at ``keys`` (the network shapes and
-    data for a resume), naming each differing leaf key; ``advice`` ends the message."""
+    data for a resume), naming each differing leaf key; ``advice`` ends the message. A key the
+    checkpoint lacks was added to colorizer after it was written: it holds the key's default."""
     advice = advice or ("Resume with the settings it was trained with (config.yaml beside its checkpoints), "
                         "or start a fresh run without --train.resume.")
     differing = []
+    defaults = OmegaConf.to_container(OmegaConf.structured(Config))
 
-    def compare(key, a, b):  # down to the leaves, so the message names model.base_channels, not "model"
+    def compare(key, a, b, default):  # down to the leaves, so the message names model.base_channels, not "model"
         if isinstance(a, dict) and isinstance(b, dict):
             for sub in sorted(set(a) | set(b)):
-                compare(f"{key}.{sub}", a.get(sub), b.get(sub))
+                old = default.get(sub) if isinstance(default, dict) else None
+                compare(f"{key}.{sub}", a.get(sub, old), b.get(sub), old)
         elif a != b:
             differing.append(f"{key}: checkpoint {a} vs now {b}")
 
@@ -385,7 +391,7 @@ def check_compatible(saved: dict, current: dict, path: Path, keys=RESUME_KEYS, a
         return config
 
     for key in keys:
-        compare(key, lookup(saved, key), lookup(current, key))
+        compare(key, lookup(saved, key), lookup(current, key), lookup(defaults, key))
     if differing:
         raise CheckpointError(f"{path} comes from an incompatible configuration:\n  " + "\n  ".join(differing)
                               + "\n" + advice)

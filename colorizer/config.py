@@ -49,6 +49,7 @@ class ModelConfig:
     disc_norm: str = "instance"  # batch | instance | group | none
     disc_spectral_norm: bool = True  # spectral normalisation on discriminator convolutions
     disc_hints: bool = False  # also condition the discriminator on the spatial hint map
+    pad_inputs: bool = False  # zero-pad G's and D's input channels to a multiple of 8 (tensor-core friendly)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class HintConfig:
     patch_max: int = 9  # largest hint patch side
     placement: str = "color"  # color (inside the colour region, as users paint) | uniform
     strokes: float = 0.0  # probability that a simulated spatial hint is a stroke (a short line of patches)
+    scribbles: float = 0.5  # probability that a spatial sample gets region scribbles instead (data_prep scribbles)
     blur_sigma: float = 1.0  # Gaussian softening of the hint map, in pixels (0 = off)
     color_jitter: float = 0.05  # std of additive noise on hint colours, in [-1, 1] units
     drop_min: float = 0.3  # lower end of the per-image fraction of hints zeroed out
@@ -120,6 +122,7 @@ class LossConfig:
     perceptual_weight: float = 1.0  # weight of the VGG feature distance (0 = off)
     perceptual_net: str = "vgg16"  # vgg16 | vgg19
     perceptual_weights: str = "auto"  # auto (warn + off if missing) | required | random (tests only)
+    perceptual_amp: bool = False  # VGG under train.amp's dtype (and channels_last) instead of float32
     perceptual_weights_path: str = ""  # local .pth of the torchvision VGG state dict (optional)
     gp: str = "none"  # none | r1 | dragan: gradient penalty on real data
     gp_weight: float = 10.0  # weight of the gradient penalty
@@ -140,6 +143,8 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16, else fp16 on CUDA; fp32 on CPU) | bf16 | fp16 | fp32
     channels_last: bool = True  # memory format on CUDA
     compile: bool = False  # torch.compile the generator and discriminator
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs; CUDA only) | max-autotune
+    optimizer: str = "auto"  # Adam kernels: auto (fused on CUDA, else foreach) | fused (device-side skip) | foreach
     device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps
     seed: int = 0  # seeds python, numpy, torch and workers (offset by rank)
     deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
@@ -264,6 +269,8 @@ _CHOICES = {
     "loss.gp": ("none", "r1", "dragan"),
     "train.lr_schedule": ("constant", "linear", "cosine"),
     "train.amp": ("auto", "bf16", "fp16", "fp32"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune"),
+    "train.optimizer": ("auto", "fused", "foreach"),
     "train.best_mode": ("max", "min"),
     "log.wandb": ("auto", "online", "offline", "disabled"),
     "data.prepare": ("openmoji", "none"),
@@ -286,6 +293,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError("need 0 <= hints.drop_min <= hints.drop_max < 1")
     if not 0.0 <= cfg.hints.strokes <= 1.0:
         raise ConfigError(f"hints.strokes={cfg.hints.strokes} must be in [0, 1]")
+    if not 0.0 <= cfg.hints.scribbles <= 1.0:
+        raise ConfigError(f"hints.scribbles={cfg.hints.scribbles} must be in [0, 1]")
     validate_lines(cfg.lines)
     if not 1 <= cfg.hints.patch_min <= cfg.hints.patch_max:
         raise ConfigError("need 1 <= hints.patch_min <= hints.patch_max")

@@ -1,5 +1,6 @@
 """Reads the prepared format written by ``data_prep`` (manifest.jsonl + line/ + color/ PNGs); never
-writes it, except that ``ensure_dataset`` runs ``python -m data_prep openmoji`` when asked to.
+writes it, except that ``ensure_dataset`` runs ``python -m data_prep openmoji`` when asked to, and
+``python -m data_prep scribbles`` when training needs region scribble maps that are missing.
 ``make_train_stream`` is the training data path up to the device (then ``step.prepare_inputs``)."""
 from __future__ import annotations
 
@@ -20,11 +21,50 @@ from .runtime import BatchStream, DistInfo, ResumableSampler, TrainingError, see
 
 log = logging.getLogger(__name__)
 PREP_OUTPUTS = {"line", "color", "report.json", "preview.png"}  # what an interrupted data_prep run leaves
+SCRIBBLE_DIR = "scribbles"  # region scribble maps beside the pairs (python -m data_prep scribbles)
 
 
-def ensure_dataset(cfg) -> Path:
+def scribble_path(root, record: dict) -> Path:
+    """Where ``python -m data_prep scribbles`` puts the scribble map of ``record``'s colour image:
+    DIR/scribbles/<colour stem>.png (line styles sharing a colour image share it)."""
+    return Path(root) / SCRIBBLE_DIR / f"{Path(record['color']).stem}.png"
+
+
+def ensure_dataset(cfg, scribbles: bool = False) -> Path:
     """The prepared dataset folder ``cfg.root`` (a DataConfig), preparing OpenMoji there first when it
-    has no manifest and ``cfg.prepare == "openmoji"``."""
+    has no manifest and ``cfg.prepare == "openmoji"``; with ``scribbles`` (``hints.scribbles > 0``),
+    also the train split's region scribble maps when any is missing (``ensure_scribbles``)."""
+    root = ensure_pairs(cfg)
+    if scribbles:
+        ensure_scribbles(root)
+    return root
+
+
+def missing_scribbles(root) -> tuple:
+    """(missing, total): the train pairs of ``root`` without a region scribble map, and all of them."""
+    records = read_manifest(root, "train")
+    return sum(not scribble_path(root, r).is_file() for r in records), len(records)
+
+
+def ensure_scribbles(root) -> None:
+    """Runs ``python -m data_prep scribbles ROOT`` (deterministic maps derived from the colour
+    images, written beside them) when a train pair of the prepared folder ``root`` has none."""
+    missing, total = missing_scribbles(root)
+    if not missing:
+        return
+    command = f"python -m data_prep scribbles {root}"
+    print(f"{missing} of the {total} train pairs of {root} have no region scribble map (hints.scribbles > 0): "
+          f"running `{command}` (about 0.1 s per colour image on one core; once per folder)", flush=True)
+    subprocess.run([sys.executable, "-m", "data_prep", "scribbles", str(Path(root).resolve())], cwd=PROJECT_ROOT)
+    missing, total = missing_scribbles(root)
+    if missing:
+        raise FileNotFoundError(f"{missing} of the {total} train pairs of {root} still have no region scribble "
+                                f"map after `{command}` (see its messages and {root / SCRIBBLE_DIR / 'report.json'}): "
+                                f"fix or remove those pairs, or train without them with --hints.scribbles=0")
+
+
+def ensure_pairs(cfg) -> Path:
+    """The prepared pairs of ``ensure_dataset``, without the scribble maps."""
     root = Path(cfg.root)
     if (root / "manifest.jsonl").is_file():
         return root
@@ -112,7 +152,8 @@ class PairDataset(Dataset):
     device (``runtime.augment``). ``cache`` keeps decoded uint8 images in memory (one copy per worker process:
     ``cache_copies`` says how many), keyed by file so a colour image shared by several line styles
     is decoded once; it is turned off, with a warning, when the copies would not fit in half the
-    available memory.
+    available memory. ``scribbles``: items also carry ``scribbles``, the colour image's region
+    scribble map (4, 64, 64) uint8 RGBA (``python -m data_prep scribbles``; every one must exist).
 
     A file that fails to decode is not fatal: a warning names it, the next item is returned instead,
     and the file is added to ``failures`` (in the process that read it; the ``skipped`` field carries
@@ -120,7 +161,7 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, root, split: str, size=(256, 256), cache: bool = True, max_items: int = 0,
-                 cache_copies: int = 1):
+                 cache_copies: int = 1, scribbles: bool = False):
         self.root, self.split = Path(root), split
         self.size = (int(size[0]), int(size[1]))
         self.cache = cache
@@ -132,6 +173,15 @@ class PairDataset(Dataset):
                 if not (self.root / record[key]).is_file():
                     raise FileNotFoundError(f"{self.root / record[key]} (pair {record['id']!r} in "
                                             f"{self.root / 'manifest.jsonl'}) is missing: re-run data_prep")
+        self.scribbles = scribbles
+        if scribbles:
+            missing = [str(scribble_path(self.root, r)) for r in self.records
+                       if not scribble_path(self.root, r).is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} of the {len(self.records)} {split} pairs of {self.root} have no region scribble "
+                    f"map (hints.scribbles > 0 needs them), e.g. {missing[0]}: run `python -m data_prep scribbles "
+                    f"{self.root}`, or set --hints.scribbles=0")
         self.failures: list = []
         self._cache: dict = {}
         if self.cache and not cache_fits(len(self.records), self.size, cache_copies):
@@ -151,6 +201,20 @@ class PairDataset(Dataset):
                 self._cache[relative] = array
         return array
 
+    def load_scribbles(self, index: int) -> np.ndarray:
+        """(4, 64, 64) uint8 RGBA region scribble map of item ``index`` (see ``data_prep.scribbles``)."""
+        record = self.records[index]
+        relative = scribble_path(Path(), record).as_posix()
+        array = self._cache.get(relative)
+        if array is None:
+            with Image.open(self.root / relative) as im:
+                if im.mode != "RGBA":
+                    raise ValueError(f"{self.root / relative} is {im.mode}, not RGBA: re-run python -m data_prep "
+                                     f"scribbles {self.root} --overwrite")
+                array = np.array(im, dtype=np.uint8).transpose(2, 0, 1)
+            self._cache[relative] = array  # 16 KB each: always cached
+        return array
+
     def load_uint8(self, index: int) -> tuple:
         """(line (1, H, W), color (3, H, W)) uint8 arrays of item ``index``, without augmentation."""
         record = self.records[index]
@@ -163,6 +227,7 @@ class PairDataset(Dataset):
             record = self.records[i]
             try:
                 line, color = self.load_uint8(i)
+                extra = {"scribbles": torch.from_numpy(self.load_scribbles(i))} if self.scribbles else {}
                 break
             except (OSError, ValueError, SyntaxError) as err:
                 skipped.append(self._record_failure(record, err))
@@ -170,7 +235,7 @@ class PairDataset(Dataset):
             raise RuntimeError(f"no readable pair in the {self.split} split of {self.root}: {self.failures[:5]}")
         # A string survives default_collate (a list of them per batch) and the trip back from a worker.
         return {"line": to_signed(line), "color": to_signed(color),  # (1|3, H, W) in [-1, 1]
-                "index": i, "skipped": "\n".join(skipped)}
+                "index": i, "skipped": "\n".join(skipped), **extra}
 
     def _record_failure(self, record: dict, err: Exception) -> str:
         names = [str(self.root / record[key]) for key in ("line", "color")]
@@ -185,7 +250,8 @@ def make_train_stream(cfg, root: Path, dist: DistInfo, batch_size: int) -> Batch
     """Endless, resumable, rank-sharded batches of the train split (uint8 cache in the workers; the
     crop, flip and hints happen batched on the device in ``step.prepare_inputs``)."""
     dataset = PairDataset(root, "train", size=image_size(cfg.data), cache=cfg.data.cache,
-                          max_items=cfg.data.max_items, cache_copies=max(1, cfg.data.num_workers))
+                          max_items=cfg.data.max_items, cache_copies=max(1, cfg.data.num_workers),
+                          scribbles=cfg.hints.scribbles > 0)
     if cfg.train.overfit_batches:
         dataset = Subset(dataset, range(min(len(dataset), cfg.train.overfit_batches * batch_size)))
     if len(dataset) < batch_size * dist.world_size:

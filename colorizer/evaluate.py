@@ -528,6 +528,7 @@ def main_hint_auc(args, out: Path) -> int:
     out.write_text(json.dumps(report, indent=2))
     for r in reports:
         print(hint_auc.markdown(r["methods"], r["data"], r["split"]) + "\n")
+        print(hint_auc.stroke_summary(r["stroke_fill"]) + "\n")
     print(f"wrote {out}")
     return 0
 

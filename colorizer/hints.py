@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +37,27 @@ DARK_LEVEL = 0.2  # in [0, 1]: a pixel with every channel below this is line ink
 PALETTE_BINS = 8  # per channel: colours are grouped on an 8x8x8 grid to find the dominant ones
 MIN_COLOR_SHARE = 0.01  # a palette colour covers at least this share of the colour region (not edge fringes)
 STROKE_SEGMENTS = 4  # a stroke is a short line of this many small patches
+SCRIBBLE_LEVELS = 254  # steps of region share in a scribble map's alpha: 1..254 on scribbles, 0 off them
+
+
+def encode_rank(rank, regions: int):
+    """The alpha a scribble map stores on the scribble of the region of area rank ``rank`` (0 = the
+    largest) among ``regions``: the least share of the regions that keeps it, (rank + 1) / regions,
+    in steps of 1/SCRIBBLE_LEVELS rounded down (so the protocol's ratios, where alpha * regions is
+    often a whole number, select exactly), at least 1, at most 254. Takes ints or integer arrays
+    (``data_prep.scribbles`` writes it; ``scribble_hints`` reads it)."""
+    return np.maximum(1, SCRIBBLE_LEVELS * (np.asarray(rank) + 1) // regions)
+
+
+def scribble_hints(maps: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """Spatial hints (B, 4, H, W) from stored scribble maps: the scribbles of the largest ``share``
+    (B,) in [0, 1] of each image's regions, as the Hint-AUC protocol keeps them at its ratio alpha
+    (the largest floor(share * regions)), to 1/254 of a share. maps (B, 4, H, W) float with the
+    stored RGBA values in [0, 255] (``data_prep scribbles``, enlarged to the image's size by nearest
+    neighbour)."""
+    level = maps[:, 3:4]
+    mask = ((level > 0) & (level <= share.view(-1, 1, 1, 1) * SCRIBBLE_LEVELS + 1e-4)).float()  # (B, 1, H, W)
+    return torch.cat([(maps[:, :3] / 127.5 - 1) * mask, mask], 1)
 
 
 @dataclass
@@ -83,12 +105,15 @@ def color_region(target: torch.Tensor) -> torch.Tensor:
 
 class HintSampler:
     """Draws hints from targets. cfg: HintConfig; palette_size: K of the model's palette input.
-    ``strokes``: probability that a spatial hint of the random draw is a stroke (``cfg.strokes``)."""
+    ``strokes``: probability that a spatial hint of the random draw is a stroke (``cfg.strokes``);
+    ``scribbles``: probability that a spatial sample of the random draw gets region scribbles
+    instead of patches (``cfg.scribbles``; only where scribble maps come with the batch)."""
 
     def __init__(self, cfg, palette_size: int):
         self.cfg = cfg
         self.palette_size = palette_size
         self.strokes = float(cfg.strokes)
+        self.scribbles = float(cfg.scribbles)
 
     @staticmethod
     def _rand(*shape, device, generator) -> torch.Tensor:
@@ -108,7 +133,7 @@ class HintSampler:
         return torch.floor(torch.log(u) / math.log1p(-p)).clamp(max=cfg.max_patches).long()
 
     def spatial(self, target, num_patches: int | None = None, denoise: bool = True, placement: str | None = None,
-                generator=None, strokes: float = 0.0) -> torch.Tensor:
+                generator=None, strokes: float = 0.0, scribbles: torch.Tensor | None = None) -> torch.Tensor:
         """Spatial hint map (B, 4, H, W) for target (B, 3, H, W) in [-1, 1].
 
         Patches per image: ``patch_counts`` (training, strokes with probability ``self.strokes``), or
@@ -122,7 +147,11 @@ class HintSampler:
         with its own probability drawn uniform in [drop_min, drop_max], colours get Gaussian
         jitter (std cfg.color_jitter), and the map is blurred with a sigma drawn uniform in
         [0, blur_sigma] per image (so the sharp hints of evaluation stay in the training
-        distribution), the same blur on colour * mask and on mask."""
+        distribution), the same blur on colour * mask and on mask.
+        ``scribbles``: the batch's stored region scribble maps (B, 4, H, W), see ``scribble_hints``;
+        in the random draw each image gets, with probability ``self.scribbles``, the scribbles of
+        the largest share, uniform in [0, 1], of its regions instead of its patches (then blurred
+        like them; no drop or jitter: the share already thins them)."""
         cfg, device = self.cfg, target.device
         batch, _, height, width = target.shape
         target = target.float()
@@ -182,6 +211,10 @@ class HintSampler:
         painted = torch.einsum("bny,bnc,bnx->bcyx", rows, colour, cols)  # (B, 3, H, W): summed colours
         mask = (coverage > 0).float()  # (B, 1, H, W) in {0, 1}
         hint = torch.cat([painted / coverage.clamp_min(1.0), mask], 1)  # (B, 4, H, W); colour * mask as mask is 0/1
+        if scribbles is not None and num_patches is None and self.scribbles > 0:
+            use = self._rand(batch, device=device, generator=generator) < self.scribbles  # (B,)
+            share = self._rand(batch, device=device, generator=generator)  # (B,)
+            hint = torch.where(use.view(batch, 1, 1, 1), scribble_hints(scribbles.float(), share), hint)
         if denoise and cfg.blur_sigma > 0:
             sigma = cfg.blur_sigma * self._rand(batch, device=device, generator=generator)  # (B,)
             # the same blur on colour * mask and on mask: their ratio stays the hint colour
@@ -228,16 +261,18 @@ class HintSampler:
         keep = keep.float()
         return (colours * 2 - 1) * keep[..., None], keep
 
-    def sample(self, target, probs: dict, generator=None, denoise: bool = True) -> Hints:
+    def sample(self, target, probs: dict, generator=None, denoise: bool = True,
+               scribbles: torch.Tensor | None = None) -> Hints:
         """Draw each sample's mode from ``probs`` ({mode: probability} over MODES) and fill that
-        mode's tensors; the other modes' tensors stay zero."""
+        mode's tensors; the other modes' tensors stay zero. ``scribbles``: the batch's region
+        scribble maps (see ``spatial``), or None."""
         batch, _, height, width = target.shape
         weights = torch.tensor([float(probs.get(m, 0.0)) for m in MODES], device=target.device)
         mode = torch.multinomial(weights.expand(batch, -1), 1, replacement=True, generator=generator)[:, 0]  # (B,)
         hints = empty_hints(batch, height, width, self.palette_size, target.device)
         hints.mode = mode
         if probs.get("spatial", 0) > 0:
-            spatial = self.spatial(target, denoise=denoise, generator=generator)
+            spatial = self.spatial(target, denoise=denoise, generator=generator, scribbles=scribbles)
             hints.spatial = spatial * (mode == HintMode.SPATIAL).view(batch, 1, 1, 1).float()
         if probs.get("palette", 0) > 0:
             palette, keep = self.palette(target, generator=generator)

@@ -13,8 +13,9 @@ side scaled to ``data.size``; the default), or the drawing's own size (``resolut
 U-Net is fully convolutional) capped at ``max_working_pixels``. The result comes back at the input's
 size with the input's own lines laid over the colour (``composite``), so a 4,000 px drawing keeps
 its crisp lines. ``colorize_layers`` also gives the flat colour layer and the line layer, and
-``fill=True`` gives one colour to each closed region of the line art (``fills``).
-Nothing here imports training code.
+``fill=True`` gives one colour to each closed region of the line art (``fills``). Painted strokes
+colour their whole shape, up to the lines, by default (``strokes.propagate``; ``propagate=False``
+leaves the network's answer to the strokes as it is). Nothing here imports training code.
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .checkpoint import CONFIG_NOTES, GeneratorFile, ModelLoadError, read_generator
 from .composite import enlarge, flat_colour, line_layer, multiply
 from .config import Config, ConfigError, from_dict, image_size
-from .fills import flat_fill
+from .fills import flat_fill, region_grid
 from .images import flatten_image, to_array, to_signed
 from .models import build_generator
+from .strokes import propagate as propagate_strokes
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # larger inputs are refused: decoding and resizing them costs memory
 DEFAULT_MAX_WORKING_PIXELS = 1024 * 1024  # native-resolution inference above this is scaled down to it (memory)
@@ -253,22 +255,26 @@ class Colorizer:
 
     # ---------------------------------------------------------------- colouring
     def colorize(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
-                 resolution: str = "model", composite: bool = True, fill: bool = False) -> Image.Image:
+                 resolution: str = "model", composite: bool = True, fill: bool = False,
+                 propagate: bool = True) -> Image.Image:
         """Colour ``line_art``: the RGB image of ``colorize_layers`` (colour with the input's lines
         over it), at the line art's (oriented) size. ``composite=False``: the network's own output,
         its copy of the lines included, enlarged bicubic (the path before compositing existed; the
         full-resolution evaluation compares the two). ``fill``: flat fills, one colour per closed
-        region of the line art (``fills.flat_fill``; painted hints win in the regions they touch)."""
+        region of the line art (``fills.flat_fill``). ``propagate``: each painted stroke colours the
+        shape it lies in, up to the lines (``strokes.propagate``; the network still sees the strokes
+        and guesses the other shapes with them); only with the composite."""
         if fill and not composite:
             raise ValueError("flat fills need the composite: the network's own lines would cut across the regions")
-        colour, line, _ = self._colour(line_art, hints, palette, resolution, flat=composite, fill=fill)
+        colour, line, _ = self._colour(line_art, hints, palette, resolution, flat=composite, fill=fill,
+                                       propagate=propagate and composite)
         return Image.fromarray(multiply(colour, line) if composite else to_array(colour), "RGB")
 
     def colorize_layers(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
-                        resolution: str = "model", fill: bool = False) -> Layers:
+                        resolution: str = "model", fill: bool = False, propagate: bool = True) -> Layers:
         """Colour ``line_art`` and return the composite, the flat colour layer and the line layer;
-        ``fill`` as in ``colorize``."""
-        flat, line, working = self._colour(line_art, hints, palette, resolution, fill=fill)
+        ``fill`` and ``propagate`` as in ``colorize``."""
+        flat, line, working = self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate)
         return Layers(image=Image.fromarray(multiply(flat, line), "RGB"), flat=Image.fromarray(to_array(flat), "RGB"),
                       lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working)
 
@@ -284,7 +290,7 @@ class Colorizer:
         return max(1, int(height * scale)), max(1, int(width * scale))
 
     def _colour(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str,
-                flat: bool = True, fill: bool = False) -> tuple:
+                flat: bool = True, fill: bool = False, propagate: bool = False) -> tuple:
         """Colour ``line_art`` (a PIL image of any mode, or a file path or bytes; EXIF orientation
         honoured; at most ``max_pixels``) at the working resolution of ``resolution``.
 
@@ -293,7 +299,8 @@ class Colorizer:
         whole image ("#rrggbb" strings or (r, g, b) tuples, at most ``model.palette_size``).
         Returns (flat colour (3, H, W) in [-1, 1] at the line art's size, the line art (H, W) uint8,
         the working size (h, w)); with ``flat=False`` the network's output as it is, lines and all,
-        instead of the flat colour; with ``fill`` one colour per closed region. ValueError or
+        instead of the flat colour; with ``fill`` one colour per closed region; with ``propagate``
+        each painted stroke's colour in its whole shape. ValueError or
         TypeError, saying what is wrong, for an input it cannot use."""
         colors = parse_palette(palette, self.palette_size)
         line_art = open_image(line_art, "the line art", self.max_pixels)
@@ -336,6 +343,9 @@ class Colorizer:
                 colour = flat_colour(colour, line[None, None, :scaled_h, :scaled_w].to(self.device))
         lines = np.asarray(full)
         colour = colour[0].cpu()
+        propagate = propagate and hint_mask is not None and bool(hint_mask.any())
         if fill:  # one colour per closed region, at the region grid (at most fills.FILL_MAX_PIXELS)
-            colour = flat_fill(colour, lines, hint_colour, hint_mask)
+            colour = flat_fill(colour, lines, *((None, None) if propagate else (hint_colour, hint_mask)))
+        if propagate:  # the strokes at the region grid, where they colour their shapes
+            colour = propagate_strokes(colour, lines, *hints_to_arrays(hints, region_grid(height, width)))
         return enlarge(colour, (height, width)), lines, (scaled_h, scaled_w)

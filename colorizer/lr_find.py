@@ -63,7 +63,7 @@ def range_test(cfg, lrs: list) -> dict:
     and the perceptual loss status."""
     device = pick_device(cfg.train.device, DistInfo())
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    root = ensure_dataset(cfg.data)
+    root = ensure_dataset(cfg.data, scribbles=cfg.hints.scribbles > 0)
     stream = make_train_stream(cfg, root, DistInfo(), cfg.train.batch_size)
     parts = build_parts(cfg, device)
     d_ratio = cfg.train.lr_d / cfg.train.lr_g

@@ -28,6 +28,18 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}: use batch, instance, group or none")
 
 
+def padding(channels: int, pad: bool, multiple: int = 8) -> int:
+    """Zero channels that bring ``channels`` to a multiple of ``multiple`` when ``pad`` (model.pad_inputs)."""
+    return -channels % multiple if pad else 0
+
+
+def pad_channels(x: torch.Tensor, extra: int) -> torch.Tensor:
+    """x (B, C, H, W) -> (B, C + extra, H, W), the new channels zero."""
+    if not extra:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], 1)
+
+
 class Down(nn.Module):
     """4x4 stride-2 conv -> norm -> LeakyReLU(0.2): halves H and W."""
 
@@ -106,8 +118,10 @@ class UNet(nn.Module):
         self.depth = cfg.depth
         widths = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
         in_channels = 1 + 4  # line + (hint colour * mask, mask)
+        self.pad = padding(in_channels, cfg.pad_inputs)
         self.downs = nn.ModuleList(
-            Down(in_channels if i == 0 else widths[i - 1], width, "none" if i in (0, cfg.depth - 1) else cfg.norm)
+            Down(in_channels + self.pad if i == 0 else widths[i - 1], width,
+                 "none" if i in (0, cfg.depth - 1) else cfg.norm)
             for i, width in enumerate(widths))
         self.palette = PaletteEncoder(widths[-1])
         self.ups = nn.ModuleList()
@@ -127,7 +141,7 @@ class UNet(nn.Module):
         if height % multiple or width % multiple:
             raise ValueError(f"input {height}x{width} is not divisible by 2**model.depth = {multiple}: "
                              f"pad or resize it to a multiple of {multiple}")
-        x = torch.cat([line, spatial_hint.to(line.dtype)], 1)  # (B, 5, H, W) in [-1, 1]
+        x = pad_channels(torch.cat([line, spatial_hint.to(line.dtype)], 1), self.pad)  # (B, 5, H, W); 8 if padded
         skips = []
         for down in self.downs:
             x = down(x)  # (B, C_i, H / 2^(i+1), W / 2^(i+1))
@@ -153,6 +167,8 @@ class PatchDiscriminator(nn.Module):
         sn = spectral_norm if cfg.disc_spectral_norm else (lambda m: m)
         norm_bias = cfg.disc_norm == "none"
         cin = 1 + 3 + (4 if cfg.disc_hints else 0)
+        self.pad = padding(cin, cfg.pad_inputs)
+        cin += self.pad
         width = cfg.disc_channels
         layers = [sn(nn.Conv2d(cin, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]  # no norm on layer 1
         for _ in range(1, cfg.disc_layers):
@@ -175,7 +191,7 @@ class PatchDiscriminator(nn.Module):
             if spatial_hint is None:
                 raise ValueError("this discriminator is conditioned on hints (model.disc_hints): pass spatial_hint")
             x = torch.cat([x, spatial_hint.to(x.dtype)], 1)  # (B, 8, H, W)
-        return self.net(x)  # (B, 1, h, w) real-valued logits
+        return self.net(pad_channels(x, self.pad))  # (B, 1, h, w) real-valued logits
 
 
 def init_weights(module: nn.Module) -> None:

@@ -257,11 +257,13 @@ class BatchStream:
             return batch
 
 
-def augment(line: torch.Tensor, color: torch.Tensor, crop: int, hflip: bool):
+def augment(line: torch.Tensor, color: torch.Tensor, crop: int, hflip: bool, *more: torch.Tensor | None):
     """Paired, batched augmentation on the training device (global torch RNG, so it resumes exactly).
 
-    line (B, 1, H, W) and color (B, 3, H, W) get the same random crop and flip per sample.
+    line (B, 1, H, W), color (B, 3, H, W) and any ``more`` tensors (B, C, H, W) (None passes through)
+    get the same random crop and flip per sample. Returns (line, color, *more).
     """
+    tensors = [line, color, *more]
     batch, _, height, width = line.shape
     if crop and (crop < height or crop < width):
         top = torch.randint(0, height - crop + 1, (batch,)).to(line.device)
@@ -271,13 +273,12 @@ def augment(line: torch.Tensor, color: torch.Tensor, crop: int, hflip: bool):
         cols = (left[:, None] + offsets)[:, None, :]  # (B, 1, crop)
         index = torch.arange(batch, device=line.device).view(batch, 1, 1)
         # one gather per tensor, no per-sample loop: (B, H, W, C)[b, rows[b], cols[b]] -> (B, crop, crop, C)
-        line = line.permute(0, 2, 3, 1)[index, rows, cols].permute(0, 3, 1, 2).contiguous()
-        color = color.permute(0, 2, 3, 1)[index, rows, cols].permute(0, 3, 1, 2).contiguous()
+        tensors = [t if t is None else t.permute(0, 2, 3, 1)[index, rows, cols].permute(0, 3, 1, 2).contiguous()
+                   for t in tensors]
     if hflip:
         flip = (torch.rand(batch) < 0.5).to(line.device).view(batch, 1, 1, 1)
-        line = torch.where(flip, line.flip(-1), line)
-        color = torch.where(flip, color.flip(-1), color)
-    return line, color
+        tensors = [t if t is None else torch.where(flip, t.flip(-1), t) for t in tensors]
+    return tuple(tensors)
 
 
 def all_reduce_mean(values: dict, dist: DistInfo, device: torch.device) -> dict:

@@ -10,11 +10,13 @@ benchmark times, what the LR range test records and what training optimises cann
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -123,9 +125,10 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
         g_raw, d_raw = g_raw.to(memory_format=torch.channels_last), d_raw.to(memory_format=torch.channels_last)
     ema = AveragedModel(g_raw, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
     perceptual = PerceptualLoss(cfg.loss).to(device)
-    betas = (cfg.train.beta1, cfg.train.beta2)
-    opt_g = torch.optim.Adam(g_raw.parameters(), lr=cfg.train.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(d_raw.parameters(), lr=cfg.train.lr_d, betas=betas)
+    if channels_last and cfg.loss.perceptual_amp:
+        perceptual = perceptual.to(memory_format=torch.channels_last)
+    opt_g = make_optimizer(g_raw, cfg.train.lr_g, cfg.train, device)
+    opt_d = make_optimizer(d_raw, cfg.train.lr_d, cfg.train, device)
     schedule = lr_lambda(cfg.train)
     dtype = amp_dtype(cfg.train.amp, device)
     g_run, d_run = g_raw, d_raw
@@ -133,8 +136,12 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
         ids = [device.index] if device.type == "cuda" else None
         g_run, d_run = DDP(g_raw, device_ids=ids), DDP(d_raw, device_ids=ids)
     d_frozen = d_raw
+    if cfg.train.compile_mode == "reduce-overhead" and device.type != "cuda":
+        raise ValueError(f"train.compile_mode=reduce-overhead records CUDA graphs: it needs a CUDA device, "
+                         f"not {device}")
     if cfg.train.compile:
-        g_run, d_run, d_frozen = torch.compile(g_run), torch.compile(d_run), torch.compile(d_raw)
+        mode = None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
+        g_run, d_run, d_frozen = (torch.compile(m, mode=mode) for m in (g_run, d_run, d_raw))
     return Parts(
         cfg=cfg, device=device, generator=g_raw, discriminator=d_raw, g_run=g_run, d_run=d_run, d_frozen=d_frozen,
         ema=ema, perceptual=perceptual, hint_sampler=HintSampler(cfg.hints, cfg.model.palette_size),
@@ -145,18 +152,55 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
         channels_last=channels_last)
 
 
+def make_optimizer(module: nn.Module, lr: float, train_cfg, device: torch.device) -> torch.optim.Adam:
+    """Adam for ``module`` as ``train.optimizer`` asks: "fused" (one kernel for all parameters, and
+    it skips a non-finite step on the device, so the guard needs no host sync), "foreach", or
+    "auto" (fused on CUDA, foreach elsewhere)."""
+    kind = train_cfg.optimizer
+    if kind == "auto":
+        kind = "fused" if device.type == "cuda" else "foreach"
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, **{kind: True})
+
+
+@torch.no_grad()
+def update_ema(ema: AveragedModel, model: nn.Module, decay: float, ok: torch.Tensor) -> None:
+    """ema <- ema + (1 - decay) * ok * (model - ema) over parameters and float buffers, with
+    ``foreach`` kernels and no host sync (``AveragedModel.update_parameters`` reads its step count on
+    the host twice); ``ok`` (0-dim bool, on the device) False leaves the EMA as it is. Other buffers
+    are copied."""
+    pairs = [(e, m) for e, m in zip([*ema.module.parameters(), *ema.module.buffers()],
+                                    [*model.parameters(), *model.buffers()])]
+    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+    if floats:
+        ema_list, model_list = [e for e, _ in floats], [m for _, m in floats]
+        weight = ok.to(ema_list[0].dtype) * (1.0 - decay)  # 0-dim, on the device
+        delta = torch._foreach_sub(model_list, ema_list)
+        torch._foreach_mul_(delta, weight)
+        torch._foreach_add_(ema_list, delta)
+    for e, m in pairs:
+        if not e.is_floating_point():
+            e.copy_(m)
+    ema.n_averaged += ok.to(ema.n_averaged.dtype)
+
+
 def prepare_inputs(parts: Parts, batch: dict, progress: float) -> tuple:
     """A loader batch -> (line, color, hints, probs) as the networks take them: on the device, with
     the paired crop and flip, the line styles of ``cfg.lines`` (the dataset's lines, XDoG from the
-    target, or varied), the curriculum's hint mix at ``progress`` in [0, 1] simulated from the target,
-    and channels_last where configured. line (B, 1, H, W), color (B, 3, H, W) in [-1, 1]."""
+    target, or varied), the curriculum's hint mix at ``progress`` in [0, 1] simulated from the target
+    (and from its region scribble maps when the batch has them: ``hints.scribbles``), and
+    channels_last where configured. line (B, 1, H, W), color (B, 3, H, W) in [-1, 1]."""
     cfg, device = parts.cfg, parts.device
     line = batch["line"].to(device, non_blocking=True)
     color = batch["color"].to(device, non_blocking=True)
-    line, color = augment(line, color, cfg.data.crop, cfg.data.hflip)
+    scribbles = batch.get("scribbles")  # (B, 4, 64, 64) uint8 RGBA maps -> enlarged to the image's size
+    if scribbles is not None:
+        scribbles = F.interpolate(scribbles.to(device, non_blocking=True).float(), size=line.shape[-2:],
+                                  mode="nearest")
+    line, color, scribbles = augment(line, color, cfg.data.crop, cfg.data.hflip, scribbles)
     line, _ = restyle(cfg.lines, line, color)
     probs = curriculum_probs(cfg.hints, progress)
-    hints = parts.hint_sampler.sample(color, probs)
+    hints = parts.hint_sampler.sample(color, probs, scribbles=scribbles)
     if parts.channels_last:
         line = line.contiguous(memory_format=torch.channels_last)
         color = color.contiguous(memory_format=torch.channels_last)
@@ -174,10 +218,11 @@ def weighted_total(terms: dict, loss_cfg) -> torch.Tensor:
 
 @dataclass
 class StepResult:
-    """Unweighted loss terms by name, the weighted totals, D's mean logits (all device tensors:
-    reading them is a host sync, so callers do it at log steps only) and the non-finite guard's
-    verdicts: ``d_ok`` / ``g_ok`` are False when that network's gradients were NaN/Inf and its update
-    was skipped."""
+    """Unweighted loss terms by name, the weighted totals, D's mean logits and the non-finite
+    guard's verdicts ``d_ok`` / ``g_ok`` (0-dim bool: False when that network's gradients were
+    NaN/Inf and its update was skipped). All are device tensors: reading one is a host sync, so
+    training reads them at log steps only (``training.NonFiniteGuard``); ``ok`` and ``culprits``
+    read them."""
 
     d_terms: dict
     g_terms: dict
@@ -185,16 +230,23 @@ class StepResult:
     g_total: torch.Tensor
     real_logit: torch.Tensor
     fake_logit: torch.Tensor
-    d_ok: bool
-    g_ok: bool
+    d_ok: torch.Tensor
+    g_ok: torch.Tensor
 
     @property
     def ok(self) -> bool:
-        return self.d_ok and self.g_ok
+        return bool(self.d_ok & self.g_ok)  # a host sync
+
+    def finite_terms(self) -> torch.Tensor:
+        """(n_terms,) bool on the device, in ``term_names`` order: which loss terms were finite."""
+        return torch.isfinite(torch.stack([v.float() for v in {**self.d_terms, **self.g_terms}.values()]))
+
+    def term_names(self) -> list:
+        return [*self.d_terms, *self.g_terms]
 
     def culprits(self) -> list:
-        """Names of the loss terms that were not finite (none when only a gradient was)."""
-        return [k for k, v in {**self.d_terms, **self.g_terms}.items() if not torch.isfinite(v).all()]
+        """Names of the loss terms that were not finite (none when only a gradient was); a host sync."""
+        return [k for k, finite in zip(self.term_names(), self.finite_terms().tolist()) if not finite]
 
     def scalars(self) -> dict:
         """Tensors to log, by W&B key."""
@@ -203,19 +255,27 @@ class StepResult:
                 "d/real_logit": self.real_logit, "d/fake_logit": self.fake_logit}
 
 
-def _update(loss: torch.Tensor, optimizer, module: nn.Module, scaler, grad_clip: float) -> bool:
+def _update(loss: torch.Tensor, optimizer, module: nn.Module, scaler, grad_clip: float) -> torch.Tensor:
     """Backward, optional clipping, then the optimiser step unless a gradient is NaN/Inf; returns
-    whether it stepped. Backward always runs: under DDP every rank must join the gradient all-reduce,
-    and the averaged gradients give every rank the same verdict."""
+    whether it stepped, as a 0-dim bool on the device. Backward always runs: under DDP every rank
+    must join the gradient all-reduce, and the averaged gradients give every rank the same verdict.
+    A fused optimiser skips on the device (the ``found_inf`` input GradScaler also uses): no host
+    sync. A foreach one needs the verdict on the host (a sync; free on a CPU)."""
     scaler.scale(loss).backward()
     if scaler.is_enabled():
         scaler.unscale_(optimizer)
     # Clipping at infinity only measures: the total norm tells whether every gradient is finite.
     norm = torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip or math.inf)
-    finite = bool(torch.isfinite(norm).item())  # CPU-GPU sync point
+    finite = torch.isfinite(norm)  # 0-dim bool, on the device
     if scaler.is_enabled():
-        scaler.step(optimizer)  # GradScaler skips a non-finite step itself and lowers the scale
-    elif finite:
+        scaler.step(optimizer)  # GradScaler skips a non-finite step itself (on the device when fused)
+    elif optimizer.defaults.get("fused"):
+        optimizer.found_inf = (~finite).float()  # read by the fused kernel: skip the update, keep the step count
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif bool(finite):  # CPU-GPU sync point (the foreach optimiser has no device-side skip)
         optimizer.step()
     return finite
 
@@ -225,7 +285,8 @@ def train_step(parts: Parts, line: torch.Tensor, color: torch.Tensor, hints: Hin
 
     line (B, 1, H, W), color (B, 3, H, W) in [-1, 1]; hints as ``HintSampler.sample`` draws them.
     The non-finite guard: a network whose gradients are NaN/Inf (a NaN/Inf loss makes them so) is
-    not updated, and neither is the EMA when G is not. The loss scale is updated once per iteration.
+    not updated, and neither is the EMA when G is not; decided on the device with a fused optimiser
+    (``train.optimizer``). The loss scale is updated once per iteration.
     """
     cfg, autocast, scaler = parts.cfg, parts.autocast, parts.scaler
     d_hint = hints.spatial if cfg.model.disc_hints else None
@@ -248,13 +309,13 @@ def train_step(parts: Parts, line: torch.Tensor, color: torch.Tensor, hints: Hin
     with autocast:
         g_terms = {"g_adv": g_adv_loss(parts.d_frozen(line, fake, d_hint), cfg.loss.gan),
                    "recon": recon_loss(fake.float(), color, cfg.loss.recon)}
-    if parts.perceptual.enabled:
-        g_terms["perceptual"] = parts.perceptual(fake.float(), color)
+    if parts.perceptual.enabled:  # float32 unless loss.perceptual_amp: VGG under the AMP dtype too
+        with autocast if cfg.loss.perceptual_amp else contextlib.nullcontext():
+            g_terms["perceptual"] = parts.perceptual(fake.float(), color)
     g_total = weighted_total(g_terms, cfg.loss)
     g_ok = _update(g_total, parts.opt_g, parts.generator, scaler, cfg.train.grad_clip)
     parts.discriminator.requires_grad_(True)
-    if g_ok:
-        parts.ema.update_parameters(parts.generator)
+    update_ema(parts.ema, parts.generator, cfg.train.ema_decay, g_ok)
     scaler.update()  # once per iteration, for both optimisers
     return StepResult(_detached(d_terms), _detached(g_terms), d_total.detach(), g_total.detach(),
                       real_logits.detach().float().mean(), fake_logits.detach().float().mean(), d_ok, g_ok)

@@ -41,7 +41,7 @@ def train(cfg) -> dict:
     seed_everything(cfg.train.seed + dist.rank, cfg.train.deterministic)
     if elastic_restart_count() and not cfg.train.resume:
         cfg.train.resume = "auto"  # torchrun restarted the worker group: continue the run, not a new one
-    root = prepare_dataset(cfg.data, dist)
+    root = prepare_dataset(cfg, dist)
     parts = build_parts(cfg, device, dist)
     stream = make_train_stream(cfg, root, dist, cfg.train.batch_size)
     parent = read_parent(cfg.train.init) if cfg.train.init else None  # fine-tuning: the model it starts from
@@ -63,7 +63,8 @@ def train(cfg) -> dict:
         if dist.is_main else {}
 
     # ---- the loop ----------------------------------------------------------------------------
-    steps, start_step, started, bad_steps, history = cfg.train.steps, state.step, time.time(), 0, []
+    steps, start_step, started, history = cfg.train.steps, state.step, time.time(), []
+    guard = NonFiniteGuard(device, min(cfg.log.every, cfg.train.max_bad_steps), cfg.train.max_bad_steps)
     bar = tqdm(total=steps, initial=state.step, disable=not (dist.is_main and cfg.log.progress), desc="train",
                dynamic_ncols=True)
     with StopControl(dist, device) as stop, bar:
@@ -93,12 +94,17 @@ def train(cfg) -> dict:
             result = train_step(parts, line, color, hints)  # D step, then G step, EMA update
             probe.armed = False
             parts.step_schedules()
-            bad_steps = count_bad_steps(result, bad_steps, cfg.train.max_bad_steps, state.step, checkpoints, monitor,
-                                        stop)
+            guard.add(result)  # on the device: no sync
             state.step += 1
             bar.update(1)
             monitor.step_done(state.step)
-            if not result.ok:
+            image_step = dist.is_main and (state.step % cfg.log.image_every == 0 or state.step == steps)
+            val_step = state.step % cfg.train.val_every == 0 or state.step == steps
+            ckpt_step = state.step % cfg.train.ckpt_every == 0
+            report = log_step or hist_step or image_step or val_step or ckpt_step or state.step % guard.every == 0
+            if report and not guard.check(state.step, monitor, stop, checkpoints):
+                continue  # this step's update was skipped: nothing of it to log or save
+            if not report:
                 continue
 
             if log_step:
@@ -109,11 +115,11 @@ def train(cfg) -> dict:
                                 rec=f"{scalars['loss/recon']:.4f}", refresh=False)
             if hist_step:
                 log_histograms(monitor, parts.generator, parts.discriminator, probe, before, state.step)
-            if dist.is_main and (state.step % cfg.log.image_every == 0 or state.step == steps):
+            if image_step:
                 log_sample_grids(monitor, parts, samples, run_dir, state.step)
-            if state.step % cfg.train.val_every == 0 or state.step == steps:
+            if val_step:
                 save(run_validation(cfg, parts, root, state, monitor, dist))
-            elif state.step % cfg.train.ckpt_every == 0:
+            elif ckpt_step:
                 save()
         if stop.signal and state.step < steps:
             save()
@@ -150,13 +156,14 @@ def run_name(cfg, perceptual_on: bool) -> str:
     return f"{dataset}.{cfg.model.generator}{cfg.model.base_channels}.{schedule}.{perc}.lr{cfg.train.lr_g:g}"
 
 
-def prepare_dataset(data_cfg, dist: DistInfo) -> Path:
-    """The prepared dataset folder, prepared (OpenMoji) by rank 0 first when missing."""
+def prepare_dataset(cfg, dist: DistInfo) -> Path:
+    """The prepared dataset folder, prepared (OpenMoji, and the region scribble maps when
+    ``hints.scribbles > 0``) by rank 0 first when missing."""
     if dist.is_main:
-        ensure_dataset(data_cfg)
+        ensure_dataset(cfg.data, scribbles=cfg.hints.scribbles > 0)
     if dist.enabled:
         torch_dist.barrier()
-    return Path(data_cfg.root)
+    return Path(cfg.data.root)
 
 
 def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: DistInfo) -> None:
@@ -234,20 +241,52 @@ def note_unreadable(skipped: list, state: TrainState, total: int, max_fraction: 
                   f"or replace these files:\n  " + "\n  ".join(sorted(state.unreadable)))
 
 
-def count_bad_steps(result: StepResult, bad_steps: int, max_bad_steps: int, step: int, checkpoints: RunCheckpoints,
-                    monitor, stop) -> int:
-    """Consecutive skipped (non-finite) steps after this one; reports each, stops at ``max_bad_steps``."""
-    if result.ok:
-        return 0
-    bad_steps += 1
-    culprits = ", ".join(result.culprits()) or "gradients"
-    monitor.message(f"step {step}: non-finite {culprits}; update skipped ({bad_steps}/{max_bad_steps} in a row)")
-    monitor.log({"nonfinite_steps": bad_steps, **{f"nonfinite/{k}": 1 for k in result.culprits()}}, step)
-    if bad_steps >= max_bad_steps:
-        stop.fail(f"{bad_steps} consecutive steps with non-finite losses or gradients ({culprits}); stopped at step "
-                  f"{step}. The last good checkpoint is {checkpoints.dir / 'latest.pt'}: lower the learning rate, "
-                  f"enable train.grad_clip or use train.amp=fp32, then resume from it.")
-    return bad_steps
+class NonFiniteGuard:
+    """Counts the steps whose update the non-finite guard skipped (``StepResult.d_ok/g_ok``) on the
+    device, so the loop has no host sync per step, and reads the counts (one sync) in ``check``:
+    at every step that logs or saves, and at least every ``every`` steps (<= train.max_bad_steps), so
+    a run of ``max_bad_steps`` skipped steps in a row stops the run at most ``every`` steps late."""
+
+    def __init__(self, device: torch.device, every: int, max_bad_steps: int):
+        self.every, self.max_bad_steps = max(1, every), max_bad_steps
+        self.run = torch.zeros((), dtype=torch.long, device=device)  # skipped steps in a row, up to now
+        self.longest = torch.zeros_like(self.run)  # the longest such run since the last check
+        self.skipped = torch.zeros_like(self.run)  # skipped steps since the last check
+        self.bad_terms = None  # (n_terms,) bool: terms that were non-finite since the last check
+        self.names: list = []
+        self.checked = 0  # the step of the last check
+
+    def add(self, result: StepResult) -> None:
+        bad = ~(result.d_ok & result.g_ok)
+        self.run = torch.where(bad, self.run + 1, 0)
+        self.longest = torch.maximum(self.longest, self.run)
+        self.skipped += bad
+        terms = ~result.finite_terms()
+        self.names = result.term_names()
+        self.bad_terms = terms if self.bad_terms is None else self.bad_terms | terms
+
+    def check(self, step: int, monitor, stop, checkpoints: RunCheckpoints) -> bool:
+        """Report the steps skipped since the last check; stop the run (``stop.fail``) when
+        ``max_bad_steps`` were skipped in a row. Returns whether the last step was good."""
+        run, longest, skipped, *bad = torch.cat([torch.stack([self.run, self.longest, self.skipped]),
+                                                 self.bad_terms.long()]).tolist()  # CPU-GPU sync point
+        culprits = [name for name, flag in zip(self.names, bad) if flag]
+        first = self.checked
+        self.checked = step
+        self.longest.copy_(self.run)
+        self.skipped.zero_()
+        self.bad_terms.zero_()
+        if not skipped:
+            return True
+        what = ", ".join(culprits) or "gradients"
+        monitor.message(f"steps {first + 1}-{step}: non-finite {what}; {skipped} update(s) skipped "
+                        f"({longest} in a row at most; {run} in a row now; train.max_bad_steps={self.max_bad_steps})")
+        monitor.log({"nonfinite_steps": skipped, **{f"nonfinite/{k}": 1 for k in culprits}}, step)
+        if longest >= self.max_bad_steps:
+            stop.fail(f"{longest} consecutive steps with non-finite losses or gradients ({what}); stopped at step "
+                      f"{step}. The last good checkpoint is {checkpoints.dir / 'latest.pt'}: lower the learning rate, "
+                      f"enable train.grad_clip or use train.amp=fp32, then resume from it.")
+        return run == 0
 
 
 def log_scalars(result: StepResult, parts: Parts, probs: dict, epoch: int, step: int, start_step: int,

@@ -7,13 +7,14 @@ examples:
   python -m data_prep openmoji --out data/openmoji256 --size 256
   python -m data_prep folder ~/art --out data/art256 --size 256 --styles 0.6 0.9 1.3
   python -m data_prep pairs ~/anime-pairs/train --out data/anime256 --size 256
+  python -m data_prep scribbles data/openmoji256    # region scribbles beside the pairs (hints.scribbles)
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import folder, openmoji, pairs
+from . import folder, openmoji, pairs, scribbles
 from .common import PrepError, default_workers
 
 # The sources, by sub-command name: a new source is a new file declaring its SOURCE, listed here.
@@ -23,7 +24,7 @@ SOURCES = {source.name: source for source in (openmoji.SOURCE, folder.SOURCE, pa
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="source", required=True, metavar="{" + ",".join(SOURCES) + "}")
+    sub = parser.add_subparsers(dest="source", required=True, metavar="{" + ",".join([*SOURCES, "scribbles"]) + "}")
     for source in SOURCES.values():
         p = sub.add_parser(source.name, help=source.help, description=source.description)
         source.add_arguments(p)
@@ -33,15 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes (default: the usable CPU cores)")
         p.add_argument("--overwrite", action="store_true",
                        help="replace what a previous run wrote in a non-empty --out")
+    scribbles.add_parser(sub, default_workers())  # not a source: it adds to a prepared folder
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.size < 1 or args.workers < 1:
+    if args.workers < 1 or getattr(args, "size", 1) < 1:
         print("error: --size and --workers must be positive", file=sys.stderr)
         return 2
     try:
+        if args.source == "scribbles":
+            return scribbles.run(args.root, args.splits, args.workers, args.overwrite)
         return SOURCES[args.source].run(args)
     except (PrepError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

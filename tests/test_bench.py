@@ -20,7 +20,7 @@ def test_bench_quick_on_cpu_writes_every_section(openmoji_small, tmp_path, capsy
     demo = export_generator(tmp_path / "demo", build_generator(cfg.model).state_dict(), to_dict(cfg), 0, {}, "off", "t")
     out = tmp_path / "bench.json"
     code = bench.main(["--device", "cpu", "--size", "32", "--quick", "--out", str(out), "--demo-model", str(demo),
-                       *TINY, f"--data.root={openmoji_small}", "--data.size=32"])
+                       "--baseline", "--profile", *TINY, f"--data.root={openmoji_small}", "--data.size=32"])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["device"].endswith("CPU") and result["quick"] is True
@@ -31,11 +31,20 @@ def test_bench_quick_on_cpu_writes_every_section(openmoji_small, tmp_path, capsy
     assert result["data"]["images_per_s_warm"] > 0 and result["data"]["ratio_to_training"] > 0
     sizes = [(r["model"].split()[0], r["size"]) for r in result["inference"]]
     assert sizes == [("default", 256), ("default", 512), *(("demo", s) for s in bench.DEMO_SIZES),
+                     ("demo", bench.STROKE_SIZE), ("demo", bench.STROKE_SIZE),
                      *(("demo", s) for s in bench.PAGE_SIZES for _ in (0, 1))]
     assert sum("flat fills" in r["model"] for r in result["inference"]) == len(bench.PAGE_SIZES)
+    assert sum("strokes" in r["model"] for r in result["inference"]) == 2  # the propagation off and on
     assert all(r["latency_ms"] > 0 for r in result["inference"])
     printed = capsys.readouterr().out
     assert "| pix2pix-style reference | fp32 | 1 |" in printed and "Data path" in printed
+    assert "measured without region scribbles" in result["data"]["note"]  # the fixture has no maps
+    # --baseline: today's eager settings next to the defaults, at the default precision and batch; --profile
+    assert list(result["compared"]) == ["baseline", "defaults"] and result["speedup_defaults_vs_baseline"] > 0
+    for row in result["compared"].values():
+        assert row["batch"] == result["default_batch"] and row["images_per_s"] > 0
+        assert row["profile"]["top"] and row["profile"]["idle_share"] is None  # CPU: operators, no idle share
+    assert "| baseline | fp32 |" in printed and "| defaults | fp32 |" in printed and "Profile, defaults" in printed
 
 
 def test_bench_refuses_an_unknown_config_key(capsys):

@@ -30,14 +30,63 @@ TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32",
         "--model.palette_size=8"]
 
 
-@pytest.fixture
-def served(tmp_path):
-    """The demo on a free port, its colorizer recording what each request passed to it."""
+def need_chromium() -> None:
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
         if os.environ.get("COLORIZER_REQUIRE_BROWSER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+def launch(colorizer):
+    """The demo of ``colorizer`` on a free port: (app, url)."""
+    demo = serve.build_demo(colorizer)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, quiet=True, show_error=True, server_name="127.0.0.1", server_port=port)
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+def upload_and_paint(page, url: str, line_path: Path, across=None) -> None:
+    """Open the page, upload ``line_path`` as the line art, and paint one stroke with the brush's
+    first colour, as a person would: 120 screen px across the middle of the canvas, or, with
+    ``across`` = ((x0, y), (x1, y)) in the drawing's pixels, straight between those two points (the
+    drawing is shown whole, fitted and centred in the canvas)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(url, timeout=60_000, wait_until="networkidle")
+    upload_prompt = page.get_by_text("Upload an image")
+    upload_prompt.wait_for(state="visible", timeout=60_000)  # the editor has mounted
+    for attempt in range(3):  # a file set while the editor is still mounting can be dropped
+        page.locator("#line-art input[type=file]").set_input_files(str(line_path))
+        try:
+            upload_prompt.wait_for(state="hidden", timeout=15_000)  # background loaded
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+    page.get_by_role("button", name="Brush", exact=True).click()
+    canvas = page.locator("#line-art canvas").first.bounding_box()
+    x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    if across is None:
+        points = [(x - 60 + 10 * step, y + (step % 2) * 4) for step in range(13)]
+    else:
+        width, height = Image.open(line_path).size
+        scale = min(canvas["width"] / width, canvas["height"] / height)
+        (x0, y0), (x1, y1) = [(x + (px - width / 2) * scale, y + (py - height / 2) * scale) for px, py in across]
+        points = [(x0 + (x1 - x0) * t / 20, y0 + (y1 - y0) * t / 20) for t in range(21)]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point)
+    page.mouse.up()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The demo on a free port, its colorizer recording what each request passed to it."""
+    need_chromium()
     cfg = load_config(overrides=TINY)
     torch.manual_seed(0)
     generator = build_generator(cfg.model)
@@ -50,24 +99,20 @@ def served(tmp_path):
     calls = []
     colorize_layers = colorizer.colorize_layers
 
-    def recording_colorize_layers(line_art, hints=None, palette=None, fill=False):
-        calls.append({"size": line_art.size, "hints": hints, "palette": palette, "fill": fill})
-        return colorize_layers(line_art, hints=hints, palette=palette, fill=fill)
+    def recording_colorize_layers(line_art, hints=None, palette=None, fill=False, propagate=True):
+        calls.append({"size": line_art.size, "hints": hints, "palette": palette, "fill": fill,
+                      "propagate": propagate})
+        return colorize_layers(line_art, hints=hints, palette=palette, fill=fill, propagate=propagate)
 
     colorizer.colorize_layers = recording_colorize_layers
-    demo = serve.build_demo(colorizer)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, quiet=True, show_error=True, server_name="127.0.0.1", server_port=port)
+    demo, url = launch(colorizer)
     try:
-        yield f"http://127.0.0.1:{port}/", calls
+        yield url, calls
     finally:
         demo.close()
 
 
 def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     url, calls = served
@@ -82,26 +127,7 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url, timeout=60_000, wait_until="networkidle")
-            upload_prompt = page.get_by_text("Upload an image")
-            upload_prompt.wait_for(state="visible", timeout=60_000)  # the editor has mounted
-            for attempt in range(3):  # a file set while the editor is still mounting can be dropped
-                page.locator("#line-art input[type=file]").set_input_files(str(line_path))
-                try:
-                    upload_prompt.wait_for(state="hidden", timeout=15_000)  # background loaded
-                    break
-                except PlaywrightTimeout:
-                    if attempt == 2:
-                        raise
-
-            page.get_by_role("button", name="Brush", exact=True).click()
-            canvas = page.locator("#line-art canvas").first.bounding_box()
-            x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
-            page.mouse.move(x - 60, y)
-            page.mouse.down()
-            for step in range(13):
-                page.mouse.move(x - 60 + 10 * step, y + (step % 2) * 4)
-            page.mouse.up()
+            upload_and_paint(page, url, line_path)
             page.locator("#colorize").click()  # mode still "automatic": the stroke must be used anyway
 
             result = page.locator("#result img")
@@ -130,6 +156,7 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
 
     assert len(calls) == 1, calls  # the coloured request; the bad palette is refused before the model
     assert calls[0]["size"] == (1600, 1000) and calls[0]["palette"] is None and calls[0]["fill"] is False
+    assert calls[0]["propagate"] is True  # the page's default: strokes fill their shapes
     hints = calls[0]["hints"]
     assert hints is not None and hints.size == (1600, 1000)  # automatic mode used the stroke
     strokes = np.asarray(hints.convert("RGBA"))
@@ -145,3 +172,79 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
     for link in links:  # each layer downloads as an image of the drawing's size
         href = link if link.startswith("http") else url.rstrip("/") + "/" + link.lstrip("/")
         assert Image.open(io.BytesIO(urllib.request.urlopen(href, timeout=30).read())).size == (1600, 1000)
+
+
+BRUSH_RED = (230, 57, 70)  # the brush's first colour
+
+
+@pytest.mark.parametrize("gap", [0, 6])  # 6 px: under the 8 px a 1024 px drawing holds (strokes.held_gap)
+def test_a_stroke_across_a_shape_colours_that_shape_with_the_bundled_model(tmp_path, gap):
+    """Issue 30: the bundled model, served as a user gets it, on a 1024 px drawing of a face and a
+    box beside it; one red stroke across the face, painted in the browser. At least 90 % of the
+    face is within ΔE 10 of the stroke's colour, the box and the paper are exactly what the network
+    gives them (the stroke did not reach them), also when the face's outline has a gap narrower
+    than the stated width."""
+    from playwright.sync_api import sync_playwright
+
+    from colorizer.fills import ink_mask, regions
+    from colorizer.hint_auc import delta_e, fill_rates
+    from colorizer.strokes import held_gap
+
+    need_chromium()
+    assert gap < held_gap(1024, 1024)
+    image = Image.new("L", (1024, 1024), 255)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((100, 200, 600, 700), outline=0, width=10)  # the face
+    draw.ellipse((220, 350, 280, 430), fill=0)
+    draw.ellipse((420, 350, 480, 430), fill=0)
+    draw.arc((230, 420, 470, 620), 20, 160, fill=0, width=10)
+    draw.rectangle((680, 300, 960, 600), outline=0, width=10)  # its neighbour
+    line = np.array(image)
+    line[440: 440 + gap, 585:615] = 255  # a gap in the face's right side
+    line_path = tmp_path / "face.png"
+    Image.fromarray(line).save(line_path)
+    colorizer = Colorizer.load(ROOT / "models" / "demo")
+    hint_layers = []
+    colorize_layers = colorizer.colorize_layers
+
+    def recording_colorize_layers(line_art, hints=None, **kwargs):
+        hint_layers.append(hints)
+        return colorize_layers(line_art, hints=hints, **kwargs)
+
+    colorizer.colorize_layers = recording_colorize_layers
+    demo, url = launch(colorizer)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                upload_and_paint(page, url, line_path, across=((200, 480), (500, 480)))
+                page.locator("#colorize").click()
+                result = page.locator("#result img")
+                result.wait_for(state="visible", timeout=60_000)
+                source = result.get_attribute("src") or ""
+                out = np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(source, timeout=30).read()))
+                                 .convert("RGB"))
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    (hints,) = hint_layers
+    painted = np.asarray(hints.convert("RGBA"))[..., 3] > 128
+    ys, xs = np.nonzero(painted)
+    assert abs(xs.min() - 200) < 40 and abs(xs.max() - 500) < 40 and abs(np.median(ys) - 480) < 20  # where meant
+    labels, _ = regions(ink_mask(line, line.shape), gap=0)  # the shapes as drawn, the gap open
+    face, box, paper = labels[480, 350], labels[450, 820], labels[0, 0]
+    assert len({face, box, paper}) == 3 or gap  # with a gap the face's inside is the paper's
+    inside_face = np.zeros(line.shape, bool)
+    inside_face[np.hypot(*np.ogrid[-450:574, -350:674]) < 230] = True  # well inside the outline
+    inside_face &= line == 255
+    red = np.broadcast_to(np.array(BRUSH_RED, np.uint8), out.shape)
+    share = float((delta_e(out, red)[inside_face] < 10).mean())
+    network = np.asarray(colorizer.colorize(Image.fromarray(line), hints=hints, propagate=False))
+    alone = float((delta_e(network, red)[inside_face] < 10).mean())
+    print(f"gap {gap}: share of the face within ΔE 10 of the stroke's red {share:.3f}; the network alone {alone:.3f}")
+    assert share >= 0.9 and share > alone
+    assert fill_rates(out, labels, red, np.array([box]))[0] == 0  # the neighbour took none of it
+    for untouched in (labels == box, (labels == paper) & ~inside_face):
+        assert (delta_e(out, network)[untouched] < 3).all()  # as the network coloured them

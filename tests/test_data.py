@@ -60,8 +60,10 @@ def test_items_have_the_requested_non_square_shape_and_range(tmp_path):
 
 
 def stream_cfg(root: Path, *extra: str):
-    """A tiny model reading ``root`` at 32 x 48 in the main process."""
+    """A tiny model reading ``root`` at 32 x 48 in the main process, without region scribbles (the
+    synthetic pairs have no maps; tests/test_scribbles.py reads them)."""
     return load_config(overrides=[f"--data.root={root}", "--data.prepare=none", "--data.size=32", "--data.width=48",
+                                  "--hints.scribbles=0",
                                   "--data.num_workers=0", "--model.depth=3", "--model.base_channels=8",
                                   "--model.max_channels=16", "--model.disc_channels=8", "--loss.perceptual_weight=0",
                                   *extra])

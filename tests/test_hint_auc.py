@@ -51,7 +51,12 @@ def test_protocol_is_deterministic_and_the_baselines_ignore_hints(openmoji_small
     again = hint_auc.run(model, openmoji_small, "test", max_items=4, progress=False)
     assert first == again
     methods = first["methods"]
-    assert set(methods) == {"model", "line_art", "mean_color"}
+    assert set(methods) == {"model", "network", "network_flat_fills", "peer", "line_art", "mean_color", "ceiling"}
+    assert methods["ceiling"]["auc"] == {} and 0 < methods["ceiling"]["curve"][-1]["fill_rate"] <= 1
+    # the peer without strokes is white paper under the lines: the line art itself
+    assert methods["peer"]["curve"][0]["psnr"] == pytest.approx(methods["line_art"]["curve"][0]["psnr"])
+    # the network without the propagation sees the same hints: the same picture at alpha 0
+    assert methods["network"]["curve"][0] == methods["model"]["curve"][0]
     for name, report in methods.items():
         assert [row["alpha"] for row in report["curve"]] == ALPHAS and report["items"] == 4
         assert report["protocol"]["protocol"] == "hint-auc/v1" and report["protocol"]["path_method"] == "geodesic"
@@ -78,3 +83,66 @@ def test_command_line_hint_auc(openmoji_small, tiny, tmp_path, capsys):
     assert report["published_context"]["psnr_auc"] == 19.72
     printed = capsys.readouterr().out
     assert "| model |" in printed and "| mean_color |" in printed and "PSNR-AUC" in printed
+    assert "| peer |" in printed and "divided by the ceiling's" in printed
+    assert "Stroke across the largest closed shape" in printed and "stroke_fill" in report
+
+
+def test_a_stroke_across_the_largest_closed_shape_and_its_fill(tmp_path):
+    from PIL import Image, ImageDraw
+
+    drawings = {"box": (30, 20, 150, 80), "ring": None}  # a closed box on 180x100 paper; an open arc only
+    (tmp_path / "line").mkdir()
+    with open(tmp_path / "manifest.jsonl", "w") as f:
+        for name, box in drawings.items():
+            art = Image.new("L", (180, 100), 255)
+            if box:
+                ImageDraw.Draw(art).rectangle(box, outline=0, width=3)
+                ImageDraw.Draw(art).rectangle((5, 5, 15, 15), outline=0, width=2)  # a smaller closed shape
+            else:
+                ImageDraw.Draw(art).arc((40, 10, 140, 90), 0, 180, fill=0, width=3)
+            art.save(tmp_path / "line" / f"{name}.png")
+            f.write(json.dumps({"id": name, "group": name, "split": "test", "line": f"line/{name}.png",
+                                "color": f"line/{name}.png"}) + "\n")
+    labels, shape, (x0, y, x1) = hint_auc.stroke_across_shape(np.asarray(Image.open(tmp_path / "line" / "box.png")))
+    assert (labels == shape).sum() == 115 * 55  # the box's inside, not the paper or the small square
+    assert y == 50 and (x0, x1) == (33 + 22, 147 - 22)  # its middle row, from 1/5 to 4/5 of its width
+    assert hint_auc.stroke_across_shape(np.asarray(Image.open(tmp_path / "line" / "ring.png"))) is None
+
+    def fills_the_shape(line, hints):  # paints the stroke's colour over every closed shape: fill 1
+        rgb = np.asarray(hints)[..., :3][np.asarray(hints)[..., 3] > 0][0]
+        out = np.repeat(np.asarray(line)[..., None], 3, axis=-1)
+        out[labels > 0] = rgb
+        out[labels == labels[0, 0]] = 255
+        return out
+
+    def copies_the_stroke(line, hints):  # the stroke alone: its share of the shape
+        out = np.repeat(np.asarray(line)[..., None], 3, axis=-1)
+        stroke = np.asarray(hints)
+        return np.where(stroke[..., 3:] > 0, stroke[..., :3], out)
+
+    full = hint_auc.stroke_fill(fills_the_shape, tmp_path, "test", progress=False)
+    assert full["items"] == 1 and full["skipped_no_closed_shape"] == 1
+    assert full["mean"] == pytest.approx(1.0) and full["share_over_half"] == 1.0
+    thin = hint_auc.stroke_fill(copies_the_stroke, tmp_path, "test", progress=False)
+    width = max(2, round(180 * hint_auc.STROKE_WIDTH))
+    assert thin["mean"] == pytest.approx((x1 - x0 + 1) * width / (115 * 55), rel=0.1) and thin["share_over_half"] == 0
+
+
+def test_methods_scored_beside_the_first_score_as_the_package_does(openmoji_small):
+    def grey(line, hints):
+        return np.full((line.size[1], line.size[0], 3), 128, np.uint8)
+
+    def painted(line, hints):
+        out = np.repeat(np.asarray(line)[..., None], 3, axis=-1)
+        if hints is not None:
+            stroke = np.asarray(hints)
+            out = np.where(stroke[..., 3:] > 0, stroke[..., :3], out)
+        return out
+
+    reports = hint_auc.evaluate({"a": painted, "b": grey, "c": painted}, openmoji_small, "test", max_items=2,
+                                progress=False)
+    assert reports["a"]["curve"] == reports["c"]["curve"] and reports["a"]["auc"] == reports["c"]["auc"]
+    alone = hint_auc.evaluate({"b": grey}, openmoji_small, "test", max_items=2, progress=False)["b"]
+    assert [r["psnr"] for r in alone["curve"]] == pytest.approx([r["psnr"] for r in reports["b"]["curve"]])
+    with pytest.raises(ValueError, match="first method"):
+        hint_auc.evaluate({"ceiling": hint_auc.TARGET}, openmoji_small, "test", max_items=1, progress=False)

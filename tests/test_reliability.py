@@ -228,6 +228,17 @@ def test_checkpoint_from_an_incompatible_config_is_refused_naming_the_keys(openm
     assert "model.depth" not in message  # only what differs
 
 
+def test_a_key_added_after_a_checkpoint_was_written_counts_as_its_default(tmp_path):
+    from colorizer.checkpoint import check_compatible
+    from colorizer.config import load_config, to_dict
+
+    old = to_dict(load_config())
+    del old["model"]["pad_inputs"]  # written before model.pad_inputs existed, like models/demo
+    check_compatible(old, to_dict(load_config()), tmp_path / "old.pt")  # the default: the same network
+    with pytest.raises(CheckpointError, match="model.pad_inputs: checkpoint False vs now True"):
+        check_compatible(old, to_dict(load_config(overrides=["--model.pad_inputs=true"])), tmp_path / "old.pt")
+
+
 class RunsCode:
     """Unpickling this calls os.mkdir: proof that the file ran code, if the marker folder appears."""
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from colorizer import bench
+from colorizer import step
 from colorizer.config import LossConfig, load_config
 from colorizer.runtime import DistInfo
 from colorizer.step import LOSS_WEIGHTS, build_parts, prepare_inputs, train_step, weighted_total
@@ -27,7 +28,8 @@ def test_train_and_bench_take_the_same_step(openmoji_small, tmp_path):
     trained = torch.load(tmp_path / "one" / "checkpoints" / "latest.pt", weights_only=True)
 
     batch = next(make_train_stream(cfg, Path(cfg.data.root), DistInfo(), cfg.train.batch_size))  # what train saw
-    step, parts = bench.make_step(cfg, CPU, cfg.train.batch_size, cfg.data.size, data=(batch["line"], batch["color"]))
+    assert "scribbles" in batch  # on by default: train made the maps first
+    step, parts = bench.make_step(cfg, CPU, cfg.train.batch_size, cfg.data.size, data=batch)
     result = step()
 
     benched = {k: v.item() for k, v in result.scalars().items() if k.startswith("loss/")}
@@ -79,16 +81,73 @@ def test_every_configured_term_runs_and_updates_both_networks(extra):
     assert parts.ema.n_averaged.item() == 1
 
 
-def test_a_nonfinite_generator_loss_skips_only_the_generator(monkeypatch):
+@pytest.mark.parametrize("optimizer", ["foreach", "fused"])  # fused: the skip is decided on the device
+def test_a_nonfinite_generator_loss_skips_only_the_generator(monkeypatch, optimizer):
     import colorizer.step as step
 
-    parts = build_parts(tiny(), CPU)
+    parts = build_parts(tiny(f"--train.optimizer={optimizer}"), CPU)
+    assert parts.opt_g.defaults[optimizer] and parts.opt_d.defaults[optimizer]
     line, color, hints, _ = prepare_inputs(parts, random_batch(), 0.0)
+    train_step(parts, line, color, hints)  # one good step: Adam has state to keep
     g_before = [p.detach().clone() for p in parts.generator.parameters()]
     d_before = [p.detach().clone() for p in parts.discriminator.parameters()]
+    ema_before = [p.detach().clone() for p in parts.ema.module.parameters()]
+    adam_before = {k: v.clone() for k, v in parts.opt_g.state[next(parts.generator.parameters())].items()}
     monkeypatch.setattr(step, "recon_loss", lambda pred, target, kind: pred.sum() * float("nan"))
     result = train_step(parts, line, color, hints)
+    assert isinstance(result.g_ok, torch.Tensor) and result.g_ok.device == CPU  # a device verdict
     assert result.d_ok and not result.g_ok and result.culprits() == ["recon"]
     assert all(torch.equal(a, b) for a, b in zip(g_before, parts.generator.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(d_before, parts.discriminator.parameters()))
-    assert parts.ema.n_averaged.item() == 0  # no EMA update from a skipped G step
+    adam_after = parts.opt_g.state[next(parts.generator.parameters())]
+    assert all(torch.equal(v, adam_after[k]) for k, v in adam_before.items())  # moments and step count kept
+    assert all(torch.equal(a, b) for a, b in zip(ema_before, parts.ema.module.parameters()))
+    assert parts.ema.n_averaged.item() == 1  # the good step only
+
+
+def test_the_ema_update_is_the_averaged_models_lerp():
+    parts = build_parts(tiny(), CPU)
+    with torch.no_grad():
+        for p in parts.generator.parameters():
+            p.add_(1.0)
+    expected = [e + (1 - parts.cfg.train.ema_decay) * (g - e)
+                for e, g in zip(parts.ema.module.parameters(), parts.generator.parameters())]
+    step.update_ema(parts.ema, parts.generator, parts.cfg.train.ema_decay, torch.tensor(True))
+    assert all(torch.allclose(a, b) for a, b in zip(expected, parts.ema.module.parameters()))
+
+
+def test_padded_inputs_train_and_export(tmp_path):
+    from colorizer.checkpoint import export_generator
+    from colorizer.config import to_dict
+    from colorizer.inference import Colorizer
+
+    cfg = tiny("--model.pad_inputs=true", "--model.disc_hints=true")
+    parts = build_parts(cfg, CPU)
+    assert parts.generator.downs[0].conv.in_channels == 8  # 5 -> 8
+    assert parts.discriminator.net[0].weight.shape[1] == 8  # 8 (line, image, hints) stays 8
+    assert build_parts(tiny("--model.pad_inputs=true"), CPU).discriminator.net[0].weight.shape[1] == 8  # 4 -> 8
+    line, color, hints, _ = prepare_inputs(parts, random_batch(), 0.0)
+    assert train_step(parts, line, color, hints).ok
+    folder = export_generator(tmp_path / "export", parts.ema.module.state_dict(), to_dict(cfg), 1, {}, "off", "pad")
+    from PIL import Image
+
+    out = Colorizer.load(folder, device="cpu").colorize(Image.new("L", (40, 24), 255))
+    assert out.size == (40, 24)
+
+
+def test_perceptual_amp_runs_vgg_in_bfloat16_within_its_noise():
+    cfg = tiny("--train.amp=bf16")
+    parts = build_parts(cfg, CPU)
+    line, color, hints, _ = prepare_inputs(parts, random_batch(), 0.0)
+    fake = parts.generator(line, hints.spatial, hints.palette, hints.palette_keep).detach()
+    full = parts.perceptual(fake, color)
+    with parts.autocast:
+        low = parts.perceptual(fake, color)
+    assert full.dtype == torch.float32 and low.item() == pytest.approx(full.item(), rel=0.05)
+    amp_parts = build_parts(tiny("--train.amp=bf16", "--loss.perceptual_amp=true"), CPU)
+    assert torch.isfinite(train_step(amp_parts, line, color, hints).g_terms["perceptual"])
+
+
+def test_cuda_graph_compile_is_refused_on_cpu():
+    with pytest.raises(ValueError, match="reduce-overhead.*CUDA"):
+        build_parts(tiny("--train.compile=true", "--train.compile_mode=reduce-overhead"), CPU)

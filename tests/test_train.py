@@ -1,6 +1,7 @@
 """End-to-end training on CPU with the smoke experiment and a tiny OpenMoji subset."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,8 +75,25 @@ def test_nonfinite_losses_skip_steps_then_stop_with_a_clear_message(openmoji_sma
     import colorizer.step as step
 
     monkeypatch.setattr(step, "recon_loss", lambda pred, target, kind: pred.sum() * float("nan"))
-    with pytest.raises(TrainingError, match="non-finite.*recon"):
-        train(smoke_cfg(openmoji_small, tmp_path, "--train.max_bad_steps=3"))
+    # counted on the device, read at least every max_bad_steps steps: it stops as soon as the third is in
+    with pytest.raises(TrainingError, match="3 consecutive.*non-finite.*recon.*stopped at step 3"):
+        train(smoke_cfg(openmoji_small, tmp_path, "--train.max_bad_steps=3", "--train.optimizer=fused"))
+
+
+def test_an_isolated_nonfinite_step_is_skipped_and_reported(openmoji_small, tmp_path, monkeypatch, capsys):
+    import colorizer.step as step
+
+    real, calls = step.recon_loss, []
+
+    def recon_nan_once(pred, target, kind):
+        calls.append(1)
+        loss = real(pred, target, kind)
+        return loss * float("nan") if len(calls) == 7 else loss  # the 7th step's G loss only
+
+    monkeypatch.setattr(step, "recon_loss", recon_nan_once)
+    summary = train(smoke_cfg(openmoji_small, tmp_path, "--train.name=nan1", "--train.steps=12", "--log.every=5"))
+    assert summary["step"] == 12 and len(calls) == 12
+    assert re.search(r"steps \d+-\d+: non-finite recon; 1 update\(s\) skipped", capsys.readouterr().out)
 
 
 def test_interrupted_save_keeps_the_previous_checkpoint(openmoji_small, tmp_path, monkeypatch):

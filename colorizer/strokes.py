@@ -1,0 +1,140 @@
+"""Painted strokes that colour their whole shape, up to the lines (stroke propagation).
+
+A user paints one stroke inside a shape and expects the whole shape to take its colour, and nothing
+beyond the shape's lines to change. The network sees the strokes as hints and colours the picture,
+but around a stroke it paints only a blob. ``propagate`` makes the paint exact, the way LazyBrush
+(Krita's Colorize Mask) and GIMP's line-art fill do, and keeps the network's colour everywhere the
+user has not painted:
+
+1. **Shapes** are the closed regions of the line art, found by trapped-ball segmentation
+   (``fills.regions``): a gap in a line up to ``held_gap`` px wide (2 x the ball's radius,
+   ``STROKE_GAP`` of the drawing's long side: 8 px at 1024 px, 2 px at 256 px) does not let the
+   colour through.
+2. **Strokes** are the connected painted pixels of one colour; each has its median colour.
+3. A stroke colours the shape that holds most of its pixels off the ink, and any other shape that
+   holds at least ``STROKE_MIN_SHARE`` of them: one that crosses a line slightly leaves the
+   neighbour alone, one drawn through two shapes colours both. A stroke that lies mostly on the
+   ink (a black stroke along an outline) colours no shape: the lines are drawn over the colour
+   anyway, and recolouring the lines is not what a stroke does here.
+4. **The paper** (the regions that touch the drawing's border) takes a stroke's colour only when
+   the stroke is on the paper. A shape whose outline has a gap wider than ``held_gap`` is open to
+   the paper; the paper is checked again with a ball ``OPEN_GAP_SCALE`` times larger, and what that
+   ball finds closed is carved out of the paper as a shape of its own. So a stroke inside such a
+   shape colours the shape, and a stroke on the paper colours the paper but not the open shapes.
+5. A shape with strokes of one colour takes it everywhere. A shape with several colours (colour
+   boundaries with no line, like a flag's stripes, which no line-based method can see) is split
+   between them: each pixel takes the colour of its nearest stroke in the shape.
+6. Shapes nobody painted keep the network's colour. Ink pixels take the colour of the nearest
+   non-ink pixel where that one was painted, so the multiplied lines meet the paint on each side.
+
+Arrays: colour (3, h, w) float in [-1, 1] at any size (the network's flat colour); line (H, W)
+uint8 (255 paper, 0 ink) at the drawing's size; the strokes at the region grid
+(``fills.region_grid(H, W)``): colour (gh, gw, 3) in [0, 1] and mask (gh, gw) bool, as
+``inference.hints_to_arrays`` gives them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from .fills import FILL_MAX_PIXELS, _medians, ink_mask, region_grid, regions
+
+STROKE_GAP = 1 / 256  # trapped-ball radius, share of the long side: gaps up to 2 x radius px are held (8 px at 1024)
+OPEN_GAP_SCALE = 4  # the second ball, for shapes open to the paper: gaps up to 4 x the held width close there
+STROKE_MIN_SHARE = 0.25  # a shape takes a stroke holding at least this share of the stroke's pixels off the ink
+
+
+def held_gap(height: int, width: int, gap: float = STROKE_GAP) -> int:
+    """The widest gap in a line, in px of a ``height`` x ``width`` drawing, that holds a stroke's
+    colour in its shape (at the region grid: drawings above ``FILL_MAX_PIXELS`` work scaled down)."""
+    grid = region_grid(height, width)
+    return int(2 * round(gap * max(grid)) * max(height, width) / max(grid))
+
+
+def border_labels(labels: np.ndarray) -> np.ndarray:
+    """The non-zero labels of ``labels`` (h, w) that touch the image's border: the paper."""
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return np.unique(edge[edge > 0])
+
+
+def stroke_ids(colour: np.ndarray, mask: np.ndarray) -> tuple:
+    """Strokes: painted pixels connected (8-neighbours) and of one colour (to 1/255).
+    colour (h, w, 3) in [0, 1], mask (h, w) bool -> (ids (N,) in 0..S-1 for the N painted pixels in
+    row-major order, S)."""
+    components, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    levels = np.rint(colour[mask] * 255).astype(np.int64)  # (N, 3)
+    key = components[mask].astype(np.int64) << 24 | levels[:, 0] << 16 | levels[:, 1] << 8 | levels[:, 2]
+    _, ids = np.unique(key, return_inverse=True)
+    return ids.ravel(), int(ids.max()) + 1 if ids.size else 0
+
+
+def carve_open_shapes(ink: np.ndarray, labels: np.ndarray, count: int, gap: float) -> tuple:
+    """Shapes open to the paper (module docstring, item 4): what a ball OPEN_GAP_SCALE times larger
+    finds closed is carved out of the paper regions of ``labels`` as shapes of their own ->
+    (labels, count), labels dense again with 0 on the ink."""
+    paper = border_labels(labels)
+    wide, _ = regions(ink, gap * OPEN_GAP_SCALE)
+    carve = (wide > 0) & ~np.isin(wide, border_labels(wide)) & np.isin(labels, paper)
+    if not carve.any():
+        return labels, count
+    merged = np.where(carve, count + wide, labels)
+    _, dense = np.unique(np.concatenate([[0], merged.ravel()]), return_inverse=True)  # 0 (ink) stays 0
+    return dense.ravel()[1:].reshape(labels.shape).astype(np.int32), int(dense.max())
+
+
+def propagate(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, stroke_mask: np.ndarray,
+              gap: float = STROKE_GAP, max_pixels: int = FILL_MAX_PIXELS) -> torch.Tensor:
+    """Each painted stroke colours its shape (module docstring). colour (3, h, w) in [-1, 1] at any
+    size; line (H, W) uint8; strokes (gh, gw, 3) in [0, 1] and (gh, gw) bool at
+    ``region_grid(H, W, max_pixels)`` -> (3, gh, gw) in [-1, 1]: the paint in the painted shapes,
+    the network's colour elsewhere."""
+    grid = region_grid(*line.shape, max_pixels)
+    if stroke_mask.shape != grid:
+        raise ValueError(f"strokes are {stroke_mask.shape} but the region grid of a {line.shape} drawing is {grid}")
+    colour = F.interpolate(colour[None].float(), size=grid, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+    if not stroke_mask.any():
+        return colour
+    ids, strokes = stroke_ids(stroke_colour, stroke_mask)
+    paints = _medians(stroke_colour[stroke_mask] * 2 - 1, ids, strokes - 1)[0]  # (S, 3) in [-1, 1]
+    ink = ink_mask(line, grid)
+    labels, count = regions(ink, gap)
+    if np.isin(labels[stroke_mask], border_labels(labels)).any():  # a stroke on the paper, or in an open shape
+        labels, count = carve_open_shapes(ink, labels, count, gap)
+    takes = taken_shapes(ids, strokes, labels[stroke_mask], count)  # (S, count + 1)
+    out = colour.permute(1, 2, 0).numpy().copy()  # (gh, gw, 3)
+    painted = np.zeros(grid, bool)
+    for shape in np.nonzero(takes.any(0))[0]:
+        own = np.unique(np.rint(paints[takes[:, shape]] * 127.5), axis=0)
+        box = ndimage.find_objects((labels == shape).astype(np.int8))[0]
+        inside = labels[box] == shape  # (bh, bw)
+        if len(own) == 1:
+            out[box][inside] = paints[takes[:, shape]][0]
+        else:  # colour boundaries with no line: each pixel takes its nearest stroke's colour
+            seeds = np.zeros(grid, bool)
+            seeds[stroke_mask] = takes[ids, shape] & (labels[stroke_mask] == shape)
+            owner = np.full(grid, -1, np.int64)
+            owner[seeds] = ids[seeds[stroke_mask]]
+            nearest = ndimage.distance_transform_edt(~seeds[box], return_distances=False, return_indices=True)
+            out[box][inside] = paints[owner[box][nearest[0], nearest[1]][inside]]
+        painted[box] |= inside
+    # Ink next to paint takes the paint: the nearest non-ink pixel's colour, where that one was painted.
+    if painted.any() and (labels == 0).any():
+        rows, cols = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+        from_paint = (labels == 0) & painted[rows, cols]
+        out[from_paint] = out[rows[from_paint], cols[from_paint]]
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).clamp(-1, 1)
+
+
+def taken_shapes(ids: np.ndarray, strokes: int, under: np.ndarray, count: int) -> np.ndarray:
+    """Which shapes each stroke colours (module docstring, item 3). ids (N,) the stroke of each
+    painted pixel, under (N,) the shape under it (0 on ink) -> (strokes, count + 1) bool; column 0
+    (the ink) is never taken."""
+    counts = np.bincount(ids * (count + 1) + under, minlength=strokes * (count + 1)).reshape(strokes, count + 1)
+    off_ink = counts[:, 1:].sum(1)  # (S,)
+    takes = counts >= np.maximum(STROKE_MIN_SHARE * off_ink, 1)[:, None]
+    takes[np.arange(strokes), 1 + counts[:, 1:].argmax(1)] = True
+    takes[:, 0] = False
+    takes &= (off_ink > counts[:, 0])[:, None]  # mostly on the ink: a stroke along a line colours no shape
+    return takes
