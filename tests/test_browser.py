@@ -232,7 +232,7 @@ def test_a_stroke_across_a_shape_colours_that_shape_with_the_bundled_model(tmp_p
     (hints,) = hint_layers
     painted = np.asarray(hints.convert("RGBA"))[..., 3] > 128
     ys, xs = np.nonzero(painted)
-    assert abs(xs.min() - 200) < 40 and abs(xs.max() - 500) < 40 and abs(np.median(ys) - 480) < 20  # where meant
+    assert 100 < xs.min() < xs.max() < 600 and abs(np.median(ys) - 480) < 30  # across the face, as meant
     labels, _ = regions(ink_mask(line, line.shape), gap=0)  # the shapes as drawn, the gap open
     face, box, paper = labels[480, 350], labels[450, 820], labels[0, 0]
     assert len({face, box, paper}) == 3 or gap  # with a gap the face's inside is the paper's
@@ -246,5 +246,6 @@ def test_a_stroke_across_a_shape_colours_that_shape_with_the_bundled_model(tmp_p
     print(f"gap {gap}: share of the face within ΔE 10 of the stroke's red {share:.3f}; the network alone {alone:.3f}")
     assert share >= 0.9 and share > alone
     assert fill_rates(out, labels, red, np.array([box]))[0] == 0  # the neighbour took none of it
-    for untouched in (labels == box, (labels == paper) & ~inside_face):
+    closed, _ = regions(ink_mask(line, line.shape))  # the gap closed, as the propagation closes it
+    for untouched in (labels == box, closed == closed[0, 0]):
         assert (delta_e(out, network)[untouched] < 3).all()  # as the network coloured them
