@@ -84,8 +84,11 @@ def carve_open_shapes(line: np.ndarray, labels: np.ndarray, count: int, gap: flo
     if not carve.any():
         return labels, count
     merged = np.where(carve, count + wide, labels)
-    _, dense = np.unique(np.concatenate([[0], merged.ravel()]), return_inverse=True)  # 0 (ink) stays 0
-    return dense.ravel()[1:].reshape(labels.shape).astype(np.int32), int(dense.max())
+    present = np.zeros(int(merged.max()) + 1, bool)
+    present[merged] = True
+    present[0] = True  # 0 (ink) stays 0
+    dense = np.cumsum(present) - 1  # old label -> new label, in order
+    return dense[merged].astype(np.int32), int(dense[-1])
 
 
 def propagate(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, stroke_mask: np.ndarray,
