@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from starlette.middleware import Middleware
 
-from colorizer.checkpoint import EXPORT_CONFIG, EXPORT_DIR, atomic_write
+from colorizer.checkpoint import (DEMO_MODEL, EXPORT_CONFIG, EXPORT_DIR, LATEST, RUNS_DIR, atomic_write,
+                                  find_checkpoint)
 from colorizer.hints import HintMode
 from colorizer.inference import (DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, open_image, parse_color,
                                  parse_palette)
@@ -43,11 +44,8 @@ log = logging.getLogger("colorizer.serve")
 # What the page and the API call each hint mode, in the order the page offers them.
 MODE_LABELS = {HintMode.NONE: "automatic", HintMode.PALETTE: "palette", HintMode.SPATIAL: "painted hints"}
 LABEL_MODES = {label: mode for mode, label in MODE_LABELS.items()}
-RUNS_DIR = Path("runs")
-DEMO_MODEL = Path("models/demo")  # the bundled model (experiments/demo.yaml, see experiments/RESULTS.md)
 EXAMPLES_ROOT = Path("data/openmoji256")  # examples when the model's own dataset folder is not here
 EXAMPLES_DIR = "examples"  # line-art PNGs shipped beside an export (models/demo/examples), for a fresh clone
-LATEST = "latest"  # --checkpoint latest: the newest trained run
 FLAT_FILL_DEFAULT = False  # flat fills off unless asked: see experiments/RESULTS.md, "Flat fills"
 PROPAGATE_DEFAULT = True  # strokes colour their whole shape: see experiments/RESULTS.md, "Stroke propagation"
 LAYER_NAMES = ("colorized", "colorized_flat", "colorized_lines")  # download names: composite, colour, lines
@@ -61,24 +59,6 @@ NO_MODEL_HELP = ("no trained model found: looked for models/demo/ and runs/*/exp
                  "`--checkpoint PATH` (an export folder or a checkpoint .pt).")
 NO_RUN_HELP = ("--checkpoint latest: no trained run found (runs/*/export/config.json under {cwd}). Train one with "
                "`python train.py`, or leave --checkpoint out to serve the bundled model.")
-
-
-def latest_run(root: Path = Path(".")) -> Optional[Path]:
-    """The newest export under ``root/runs`` (by its config.json's mtime), or None."""
-    exports = sorted((root / RUNS_DIR).glob(f"*/{EXPORT_DIR}/{EXPORT_CONFIG}"), key=lambda p: p.stat().st_mtime)
-    return exports[-1].parent if exports else None
-
-
-def find_checkpoint(root: Path = Path("."), which: Optional[str] = None) -> Optional[Path]:
-    """What to serve: ``which`` as a path; "latest": the newest run's export; None: the bundled
-    model (``root/models/demo``), else the newest run's export. None when there is nothing."""
-    if which == LATEST:
-        return latest_run(root)
-    if which:
-        return Path(which)
-    if (root / DEMO_MODEL / EXPORT_CONFIG).is_file():
-        return root / DEMO_MODEL
-    return latest_run(root)
 
 
 def describe_model(path: Path) -> str:

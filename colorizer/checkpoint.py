@@ -31,6 +31,9 @@ from safetensors.torch import save as save_safetensors
 
 from .config import Config
 
+RUNS_DIR = Path("runs")  # where train.py puts its run folders (train.out_dir's default)
+DEMO_MODEL = Path("models/demo")  # the bundled model (experiments/demo.yaml, see experiments/RESULTS.md)
+LATEST = "latest"  # --checkpoint latest: the newest trained run
 EXPORT_FORMAT = "colorizer-export/1"
 EXPORT_DIR = "export"  # the export's folder inside a run folder
 EXPORT_WEIGHTS = "generator.safetensors"  # the EMA generator's state dict, float32
@@ -536,3 +539,21 @@ class RunCheckpoints:
                 f"could not write {target} at step {state.step}: {err.strerror or err} (errno {err.errno}); {kept}. "
                 f"Training stopped rather than running on without checkpoints: free disk space (or fix the "
                 f"folder's permissions), then resume with --train.resume=auto.") from err
+
+
+def latest_run(root: Path = Path(".")) -> Path | None:
+    """The newest export under ``root/runs`` (by its config.json's mtime), or None."""
+    exports = sorted((root / RUNS_DIR).glob(f"*/{EXPORT_DIR}/{EXPORT_CONFIG}"), key=lambda p: p.stat().st_mtime)
+    return exports[-1].parent if exports else None
+
+
+def find_checkpoint(root: Path = Path("."), which: str | None = None) -> Path | None:
+    """The model to use (serve.py, colorize): ``which`` as a path; "latest": the newest run's export; None: the bundled
+    model (``root/models/demo``), else the newest run's export. None when there is nothing."""
+    if which == LATEST:
+        return latest_run(root)
+    if which:
+        return Path(which)
+    if (root / DEMO_MODEL / EXPORT_CONFIG).is_file():
+        return root / DEMO_MODEL
+    return latest_run(root)

@@ -112,6 +112,8 @@ def propagate(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray,
     takes = taken_shapes(ids, strokes, labels[stroke_mask], count)  # (S, count + 1)
     out = colour.permute(1, 2, 0).numpy().copy()  # (gh, gw, 3)
     painted = np.zeros(grid, bool)
+    stroke_map = np.full(grid, -1, np.int64)  # the stroke of each painted pixel, -1 elsewhere
+    stroke_map[stroke_mask] = ids
     boxes = ndimage.find_objects(labels)  # boxes[shape - 1]: the shape's bounding box
     for shape in np.nonzero(takes.any(0))[0]:
         own = np.unique(np.rint(paints[takes[:, shape]] * 127.5), axis=0)
@@ -120,12 +122,11 @@ def propagate(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray,
         if len(own) == 1:
             out[box][inside] = paints[takes[:, shape]][0]
         else:  # colour boundaries with no line: each pixel takes its nearest stroke's colour
-            seeds = np.zeros(grid, bool)
-            seeds[stroke_mask] = takes[ids, shape] & (labels[stroke_mask] == shape)
-            owner = np.full(grid, -1, np.int64)
-            owner[seeds] = ids[seeds[stroke_mask]]
-            nearest = ndimage.distance_transform_edt(~seeds[box], return_distances=False, return_indices=True)
-            out[box][inside] = paints[owner[box][nearest[0], nearest[1]][inside]]
+            owners = stroke_map[box]  # (bh, bw)
+            seeds = inside & (owners >= 0)
+            seeds[seeds] = takes[owners[seeds], shape]  # this shape's strokes, on their pixels in it
+            rows, cols = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
+            out[box][inside] = paints[owners[rows[inside], cols[inside]]]
         painted[box] |= inside
     # Ink next to paint takes the paint: the nearest non-ink pixel's colour, where that one was painted.
     if painted.any() and (labels == 0).any():

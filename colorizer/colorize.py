@@ -1,0 +1,172 @@
+"""Colour files and folders of line art from the command line, with the model loaded once.
+
+    python -m colorizer.colorize drawings/ page3.png --out coloured/
+    python -m colorizer.colorize drawings/ --out coloured/ --layers --palette "#e63946, #457b9d"
+
+Inputs are image files, or folders searched recursively for them (the folder's layout is kept
+under ``--out``). A drawing ``NAME.png`` may have painted hints beside it in ``NAME.hints.png``: an
+RGBA image of the same size, transparent where there is no hint (as the page's hint layer), and
+each stroke colours its whole shape unless ``--no-propagate``. Each drawing gives ``OUT/NAME.png``
+(the colour with the drawing's own lines over it); ``--layers`` adds ``NAME.flat.png`` (the colour
+alone) and ``NAME.lines.png`` (the lines alone, black on transparent).
+
+A file that cannot be coloured is reported and skipped, and the batch goes on; the exit code is 1
+when any failed. Outputs are written atomically (never half a file), and a drawing whose outputs
+are all there already is skipped unless ``--overwrite``, so an interrupted batch resumes where it
+stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from .checkpoint import LATEST, ModelLoadError, atomic_write, find_checkpoint
+from .inference import DEFAULT_MAX_PIXELS, RESOLUTIONS, Colorizer, parse_palette
+
+HINTS_SUFFIX = ".hints.png"  # NAME.hints.png beside NAME.png: that drawing's painted hints
+LAYER_SUFFIXES = ("", ".flat", ".lines")  # OUT/NAME.png, NAME.flat.png, NAME.lines.png
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+@dataclass
+class Drawing:
+    """One input: its file, its hint file (or None) and its output path without the extension."""
+
+    path: Path
+    hints: Path | None
+    out_stem: Path
+
+
+@dataclass
+class Summary:
+    coloured: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # outputs already there
+    failed: list = field(default_factory=list)  # (path, reason)
+
+
+def hints_file(path: Path) -> Path:
+    """Where the painted hints of drawing ``path`` live: NAME.hints.png beside NAME.ext."""
+    return path.with_name(path.stem + HINTS_SUFFIX)
+
+
+def find_drawings(inputs: list, out: Path) -> tuple:
+    """The drawings named by ``inputs`` (files, or folders searched recursively, hint files left
+    out) -> (drawings, missing: the inputs that do not exist). A folder's drawings keep its layout
+    under ``out``; files given one by one go to ``out`` itself."""
+    drawings, missing = [], []
+    for given in map(Path, inputs):
+        if given.is_dir():
+            files = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not p.name.endswith(HINTS_SUFFIX))
+            pairs = [(p, p.relative_to(given).with_suffix("")) for p in files]
+        elif given.is_file():
+            pairs = [(given, Path(given.stem))]
+        else:
+            missing.append(given)
+            continue
+        for path, relative in pairs:
+            hints = hints_file(path)
+            drawings.append(Drawing(path, hints if hints.is_file() else None, out / relative))
+    return drawings, missing
+
+
+def outputs(drawing: Drawing, layers: bool) -> list:
+    """The files a drawing gives: the composite, and with ``layers`` the flat colour and the lines."""
+    suffixes = LAYER_SUFFIXES if layers else LAYER_SUFFIXES[:1]
+    return [drawing.out_stem.with_name(drawing.out_stem.name + suffix + ".png") for suffix in suffixes]
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write ``image`` as PNG at ``path`` atomically (no fsync: a lost output is made again)."""
+    atomic_write(path, lambda tmp: image.save(tmp, format="png"), durable=False)
+
+
+def colour_one(model: Colorizer, drawing: Drawing, args) -> None:
+    """Colour ``drawing`` and write its outputs; ValueError, TypeError or OSError when it cannot."""
+    options = dict(hints=drawing.hints, palette=args.palette or None, resolution=args.resolution, fill=args.fill,
+                   propagate=not args.no_propagate)
+    targets = outputs(drawing, args.layers)
+    if args.layers:
+        layers = model.colorize_layers(drawing.path, **options)
+        images = (layers.image, layers.flat, layers.lines)
+    else:
+        images = (model.colorize(drawing.path, **options),)
+    for image, target in zip(images, targets):
+        save_png(image, target)
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    drawings, missing = find_drawings(args.inputs, out)
+    summary = Summary(failed=[(path, "no such file or folder") for path in missing])
+    if not drawings and not missing:
+        print(f"error: no drawings ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(args.inputs)}",
+              file=sys.stderr)
+        return 2
+    path = find_checkpoint(which=args.checkpoint)
+    if path is None:
+        print("error: no model found: pass --checkpoint PATH (an export folder or a checkpoint .pt), or train one "
+              "with `python train.py`", file=sys.stderr)
+        return 2
+    try:
+        model = Colorizer.load(path, device=args.device, max_pixels=args.max_pixels)  # once, for every drawing
+    except (FileNotFoundError, ValueError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        parse_palette(args.palette or None, model.palette_size)  # once, not as a failure of every drawing
+    except ValueError as err:
+        print(f"error: --palette: {err}", file=sys.stderr)
+        return 2
+    for drawing in tqdm(drawings, desc="colorize", unit="drawing", dynamic_ncols=True, disable=args.quiet):
+        if not args.overwrite and all(target.is_file() for target in outputs(drawing, args.layers)):
+            summary.skipped.append(drawing.path)
+            continue
+        try:
+            colour_one(model, drawing, args)
+            summary.coloured.append(drawing.path)
+        except (ValueError, TypeError, OSError) as err:  # one bad file never stops the batch
+            summary.failed.append((drawing.path, str(err)))
+    print(report(summary, out, model))
+    return 1 if summary.failed else 0
+
+
+def report(summary: Summary, out: Path, model: Colorizer) -> str:
+    lines = [f"{len(summary.coloured)} coloured, {len(summary.skipped)} skipped (already in {out}; --overwrite "
+             f"remakes them), {len(summary.failed)} failed; model: {model.info()}"]
+    lines += [f"  failed: {path}: {reason}" for path, reason in summary.failed]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m colorizer.colorize", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="line-art files, or folders of them (searched recursively)")
+    parser.add_argument("--out", required=True, help="folder for the coloured images")
+    parser.add_argument("--checkpoint", help=f"export folder or checkpoint .pt; {LATEST}: the newest runs/*/export "
+                                             "(default: the bundled model, models/demo/)")
+    parser.add_argument("--palette", default="", help='colours for every drawing, e.g. "#e63946, #457b9d"')
+    parser.add_argument("--fill", action="store_true", help="flat fills: one colour per closed region")
+    parser.add_argument("--no-propagate", action="store_true",
+                        help="leave the hints to the network: strokes do not fill their shapes")
+    parser.add_argument("--resolution", choices=RESOLUTIONS, default="model",
+                        help="where the network runs: its training size (default) or the drawing's own")
+    parser.add_argument("--layers", action="store_true", help="also write NAME.flat.png and NAME.lines.png")
+    parser.add_argument("--overwrite", action="store_true", help="remake outputs that are already there")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted drawing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
