@@ -75,6 +75,7 @@ def fill_rates(pred: np.ndarray, region: np.ndarray, colour: np.ndarray, hinted:
 
 
 TARGET = "target"  # as a colouring method: the target itself, the ceiling of the fill rate (its metrics are not scored)
+ORACLE = "oracle"  # as a colouring method: the package's oracle region fill (reads the target's regions; a reference)
 
 
 class Scorer:
@@ -122,6 +123,11 @@ class Scorer:
         for name, colour in self.colours.items():
             if colour == TARGET:
                 pred = self.target(index)
+            elif colour == ORACLE:  # each hinted region of the target in its hint colour, the lines multiplied
+                oracle = {"hints": self.regions(index), "hint_mask": sample["hint_mask"],
+                          "line_art": sample["line_art"],
+                          "ground_truth": np.ascontiguousarray(self.target(index)[..., ::-1])}
+                pred = np.ascontiguousarray(_package().hint_fill_colorizer(oracle)[..., ::-1])  # BGR -> RGB
             else:
                 pred = np.asarray(colour(line, hints), dtype=np.uint8)  # (H, W, 3) RGB
             if self.hint_type == "scribble" and mask.any():
@@ -335,12 +341,14 @@ def run(model, root: Path, split: str = "test", hint_type: str = "scribble", max
         extra=None, baselines: bool = True, progress: bool = True) -> dict:
     """The protocol on one folder: the model as ``Colorizer.colorize`` runs it by default (the network
     with the stroke propagation), the network alone, the network with flat fills, the classical
-    peer, and, with ``baselines``, the trivial baselines and the ceiling (the target itself)."""
+    peer, and, with ``baselines``, the trivial baselines, the package's oracle region fill (each
+    hinted region of the target in its hint colour: a reference that reads the answer) and the
+    ceiling (the target itself)."""
     lpips = getattr(extra, "lpips", None)
     methods = {"model": model_colour(model), "network": model_colour(model, propagate=False),
                "network_flat_fills": model_colour(model, fill=True, propagate=False), "peer": peer_colour}
     if baselines:
-        methods.update({**baseline_colours(root), "ceiling": TARGET})
+        methods.update({**baseline_colours(root), "oracle_fill": ORACLE, "ceiling": TARGET})
     reports = evaluate(methods, root, split, hint_type, max_items, lpips, model.device, progress)
     return {"protocol": "hint-auc", "data": str(root), "split": split, "step": model.step,
             "stroke_fill": stroke_fill(methods["model"], root, split, max_items, progress),

@@ -51,7 +51,10 @@ def test_protocol_is_deterministic_and_the_baselines_ignore_hints(openmoji_small
     again = hint_auc.run(model, openmoji_small, "test", max_items=4, progress=False)
     assert first == again
     methods = first["methods"]
-    assert set(methods) == {"model", "network", "network_flat_fills", "peer", "line_art", "mean_color", "ceiling"}
+    assert set(methods) == {"model", "network", "network_flat_fills", "peer", "line_art", "mean_color",
+                            "oracle_fill", "ceiling"}
+    oracle = [row["psnr"] for row in methods["oracle_fill"]["curve"]]
+    assert oracle[-1] > oracle[0]  # every region filled with its mean colour beats light grey everywhere
     assert methods["ceiling"]["auc"] == {} and 0 < methods["ceiling"]["curve"][-1]["fill_rate"] <= 1
     # the peer without strokes is white paper under the lines: the line art itself
     assert methods["peer"]["curve"][0]["psnr"] == pytest.approx(methods["line_art"]["curve"][0]["psnr"])
