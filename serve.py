@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import ipaddress
 import json
 import logging
@@ -36,6 +35,7 @@ from starlette.middleware import Middleware
 from colorizer.checkpoint import (DEMO_MODEL, EXPORT_CONFIG, EXPORT_DIR, LATEST, RUNS_DIR, atomic_write,
                                   find_checkpoint)
 from colorizer.hints import HintMode
+from colorizer.images import png_bytes
 from colorizer.inference import (DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, open_image, parse_color,
                                  parse_palette)
 
@@ -273,17 +273,17 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
         raise bad_input(str(err)) from None
 
 
-def cache_png(image: Image.Image, cache_dir: str, name: str = LAYER_NAMES[0]) -> str:
+def cache_png(image: Image.Image, cache_dir: str, name: str = LAYER_NAMES[0], data: Optional[bytes] = None) -> str:
     """Save a result as ``name``.png in Gradio's cache, in a folder named by its content, written
     once, atomically.
 
     Gradio's own ``save_pil_to_cache`` rewrites an existing file in place when two results are
     identical, so a client still downloading the first copy can get a truncated body (the load test
-    in tools/load_test.py found it with concurrent identical requests).
+    in tools/load_test.py found it with concurrent identical requests). ``data``: the image's PNG
+    bytes when already encoded (``images.png_bytes``).
     """
-    buffer = io.BytesIO()
-    image.save(buffer, format="png")
-    data = buffer.getvalue()
+    if data is None:
+        data = png_bytes([image])[0]
     path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / f"{name}.png"
     try:
         # Written already: only touch its ctime (by which the cache cleaner ages files), so a result
@@ -415,7 +415,9 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
 
     def save_images(images) -> list:
         """PNG paths of ``images`` in the cache, named by LAYER_NAMES in order (the composite first)."""
-        paths = [cache_png(image, demo.GRADIO_CACHE, name) for image, name in zip(images, LAYER_NAMES)]
+        images = list(images)
+        paths = [cache_png(image, demo.GRADIO_CACHE, name, data)
+                 for image, name, data in zip(images, LAYER_NAMES, png_bytes(images))]
         if getattr(demo, "cache_limit", None):  # set by launch()
             trim_cache(demo.GRADIO_CACHE, demo.cache_limit, kept_files(demo) | set(paths))
         return paths

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .checkpoint import EXPORT_CONFIG
 from .config import PROJECT_ROOT, ConfigError, image_size, load_config
 from .data import make_train_stream, missing_scribbles
+from .images import png_bytes
 from .models import build_generator
 from .monitor import git_commit
 from .runtime import DistInfo, seed_everything
@@ -248,10 +249,13 @@ def bench_demo(path: Path, device, warmup: int, repeats: int) -> list:
         seconds = timed(lambda: model.colorize(art), device, warmup, repeats)
         rows.append({"model": name, "size": size, "latency_ms": seconds * 1e3, "params": params})
 
-    def page(art, fill: bool):
+    def page(art, fill: bool, before: bool = False):
         layers = model.colorize_layers(art, fill=fill)
-        for image in (layers.image, layers.flat, layers.lines):
-            image.save(io.BytesIO(), format="png")
+        if before:  # the page's encoding until issue 33: PIL's default level, one layer after the other
+            for image in (layers.image, layers.flat, layers.lines):
+                image.save(io.BytesIO(), format="png")
+        else:  # serve.save_images: images.png_bytes
+            png_bytes([layers.image, layers.flat, layers.lines])
 
     art, strokes = demo_drawing(path, STROKE_SIZE), demo_strokes(STROKE_SIZE)
     for propagate in (False, True):
@@ -260,9 +264,10 @@ def bench_demo(path: Path, device, warmup: int, repeats: int) -> list:
                               f"({path})", "size": STROKE_SIZE, "latency_ms": seconds * 1e3, "params": params})
     for size in PAGE_SIZES:
         art = demo_drawing(path, size)
-        for fill in (False, True):
-            seconds = timed(lambda: page(art, fill), device, warmup, repeats)
-            rows.append({"model": f"demo page: layers + 3 PNGs{', flat fills' if fill else ''} ({path})",
+        for fill, before in ((False, True), (False, False), (True, False)):
+            seconds = timed(lambda: page(art, fill, before), device, warmup, repeats)
+            how = "PNG level 6 one by one, before issue 33" if before else "PNGs as the page encodes them"
+            rows.append({"model": f"demo page: layers + 3 {how}{', flat fills' if fill else ''} ({path})",
                          "size": size, "latency_ms": seconds * 1e3, "params": params})
     return rows
 

@@ -4,7 +4,9 @@ evaluation and monitoring all use these, so a pixel means the same thing everywh
 batched Gaussian blur that the hint simulation and the line styles share."""
 from __future__ import annotations
 
+import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -79,3 +81,20 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float, trunca
     x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=batch * channels)
     x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=batch * channels)
     return x.reshape(batch, channels, height, width)
+
+
+PNG_COMPRESS_LEVEL = 1  # zlib level of result PNGs (lossless at any level): about twice as fast as PIL's 6, ~25 % larger
+
+
+def png_bytes(images: list, level: int = PNG_COMPRESS_LEVEL) -> list:
+    """Each of ``images`` (PIL) encoded as PNG bytes, in order; several at once in threads (zlib
+    compresses outside Python's lock), so the page's three layers encode side by side."""
+    def encode(image: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="png", compress_level=level)
+        return buffer.getvalue()
+
+    if len(images) < 2:
+        return [encode(image) for image in images]
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        return list(pool.map(encode, images))

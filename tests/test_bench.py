@@ -32,7 +32,8 @@ def test_bench_quick_on_cpu_writes_every_section(openmoji_small, tmp_path, capsy
     sizes = [(r["model"].split()[0], r["size"]) for r in result["inference"]]
     assert sizes == [("default", 256), ("default", 512), *(("demo", s) for s in bench.DEMO_SIZES),
                      ("demo", bench.STROKE_SIZE), ("demo", bench.STROKE_SIZE),
-                     *(("demo", s) for s in bench.PAGE_SIZES for _ in (0, 1))]
+                     *(("demo", s) for s in bench.PAGE_SIZES for _ in (0, 1, 2))]
+    assert sum("before issue 33" in r["model"] for r in result["inference"]) == len(bench.PAGE_SIZES)
     assert sum("flat fills" in r["model"] for r in result["inference"]) == len(bench.PAGE_SIZES)
     assert sum("strokes" in r["model"] for r in result["inference"]) == 2  # the propagation off and on
     assert all(r["latency_ms"] > 0 for r in result["inference"])

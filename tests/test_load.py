@@ -45,3 +45,23 @@ def test_identical_results_share_one_cache_file_written_once(tmp_path):
     assert second.stat().st_mtime_ns == written.st_mtime_ns  # not rewritten ...
     assert second.stat().st_ctime_ns > written.st_ctime_ns  # ... but not aged out by the cache cleaner either
     assert Image.open(second).size == (61, 100) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_result_pngs_are_lossless_and_in_order():
+    """The page's layers are encoded side by side at a fast zlib level: still exactly the pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from colorizer.images import PNG_COMPRESS_LEVEL, png_bytes
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)),
+              Image.fromarray(rng.integers(0, 256, (90, 130, 4), dtype=np.uint8), "RGBA"),
+              Image.new("L", (7, 3), 9)]
+    encoded = png_bytes(images)
+    assert PNG_COMPRESS_LEVEL == 1 and len(encoded) == 3
+    for image, data in zip(images, encoded):
+        back = Image.open(io.BytesIO(data))
+        assert back.mode == image.mode and np.array_equal(np.asarray(back), np.asarray(image))
