@@ -8,7 +8,8 @@ under ``--out``). A drawing ``NAME.png`` may have painted hints beside it in ``N
 RGBA image of the same size, transparent where there is no hint (as the page's hint layer), and
 each stroke colours its whole shape unless ``--no-propagate``. Each drawing gives ``OUT/NAME.png``
 (the colour with the drawing's own lines over it); ``--layers`` adds ``NAME.flat.png`` (the colour
-alone) and ``NAME.lines.png`` (the lines alone, black on transparent).
+alone) and ``NAME.lines.png`` (the lines alone, black on transparent); ``--psd`` writes
+``NAME.psd``, the layers a paint program opens (``colorizer.psd``).
 
 A file that cannot be coloured is reported and skipped, and the batch goes on; the exit code is 1
 when any failed. Outputs are written atomically (never half a file), and a drawing whose outputs
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from .checkpoint import LATEST, ModelLoadError, atomic_write, find_checkpoint
 from .inference import DEFAULT_MAX_PIXELS, RESOLUTIONS, Colorizer, parse_palette
+from .psd import write_psd
 
 HINTS_SUFFIX = ".hints.png"  # NAME.hints.png beside NAME.png: that drawing's painted hints
 LAYER_SUFFIXES = ("", ".flat", ".lines")  # OUT/NAME.png, NAME.flat.png, NAME.lines.png
@@ -75,10 +77,12 @@ def find_drawings(inputs: list, out: Path) -> tuple:
     return drawings, missing
 
 
-def outputs(drawing: Drawing, layers: bool) -> list:
-    """The files a drawing gives: the composite, and with ``layers`` the flat colour and the lines."""
+def outputs(drawing: Drawing, layers: bool, psd: bool = False) -> list:
+    """The files a drawing gives: the composite, with ``layers`` the flat colour and the lines, with
+    ``psd`` the layered PSD (``colorizer.psd``)."""
     suffixes = LAYER_SUFFIXES if layers else LAYER_SUFFIXES[:1]
-    return [drawing.out_stem.with_name(drawing.out_stem.name + suffix + ".png") for suffix in suffixes]
+    files = [drawing.out_stem.with_name(drawing.out_stem.name + suffix + ".png") for suffix in suffixes]
+    return files + ([drawing.out_stem.with_name(drawing.out_stem.name + ".psd")] if psd else [])
 
 
 def save_png(image: Image.Image, path: Path) -> None:
@@ -90,14 +94,16 @@ def colour_one(model: Colorizer, drawing: Drawing, args) -> None:
     """Colour ``drawing`` and write its outputs; ValueError, TypeError or OSError when it cannot."""
     options = dict(hints=drawing.hints, palette=args.palette or None, resolution=args.resolution, fill=args.fill,
                    propagate=not args.no_propagate)
-    targets = outputs(drawing, args.layers)
-    if args.layers:
+    targets = outputs(drawing, args.layers, args.psd)
+    if args.layers or args.psd:
         layers = model.colorize_layers(drawing.path, **options)
-        images = (layers.image, layers.flat, layers.lines)
+        images = (layers.image, layers.flat, layers.lines) if args.layers else (layers.image,)
     else:
         images = (model.colorize(drawing.path, **options),)
     for image, target in zip(images, targets):
         save_png(image, target)
+    if args.psd:
+        atomic_write(targets[-1], lambda tmp: write_psd(tmp, layers), durable=False)
 
 
 def run(args) -> int:
@@ -124,7 +130,7 @@ def run(args) -> int:
         print(f"error: --palette: {err}", file=sys.stderr)
         return 2
     for drawing in tqdm(drawings, desc="colorize", unit="drawing", dynamic_ncols=True, disable=args.quiet):
-        if not args.overwrite and all(target.is_file() for target in outputs(drawing, args.layers)):
+        if not args.overwrite and all(target.is_file() for target in outputs(drawing, args.layers, args.psd)):
             summary.skipped.append(drawing.path)
             continue
         try:
@@ -157,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", choices=RESOLUTIONS, default="model",
                         help="where the network runs: its training size (default) or the drawing's own")
     parser.add_argument("--layers", action="store_true", help="also write NAME.flat.png and NAME.lines.png")
+    parser.add_argument("--psd", action="store_true", help="also write NAME.psd: flat colour, shading and line art "
+                                                           "(Multiply) as layers a paint program opens")
     parser.add_argument("--overwrite", action="store_true", help="remake outputs that are already there")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted drawing")
