@@ -36,6 +36,7 @@ from colorizer.checkpoint import (DEMO_MODEL, EXPORT_CONFIG, EXPORT_DIR, LATEST,
                                   find_checkpoint)
 from colorizer.hints import HintMode
 from colorizer.images import png_bytes
+from colorizer.psd import psd_bytes
 from colorizer.inference import (DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, open_image, parse_color,
                                  parse_palette)
 
@@ -284,7 +285,13 @@ def cache_png(image: Image.Image, cache_dir: str, name: str = LAYER_NAMES[0], da
     """
     if data is None:
         data = png_bytes([image])[0]
-    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / f"{name}.png"
+    return cache_bytes(data, cache_dir, f"{name}.png")
+
+
+def cache_bytes(data: bytes, cache_dir: str, filename: str) -> str:
+    """Save a result file's ``data`` as ``filename`` in Gradio's cache, in a folder named by its
+    content, written once, atomically (see ``cache_png``) -> its path."""
+    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / filename
     try:
         # Written already: only touch its ctime (by which the cache cleaner ages files), so a result
         # handed out again is not deleted on the schedule of its first use; its bytes stay as they are.
@@ -482,6 +489,23 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                                           propagate=propagate))
         return [gr.FileData(path=path, orig_name=f"{name}.png") for path, name in zip(paths, LAYER_NAMES)]
 
+    def colorize_psd(line_art: gr.FileData, hints: Optional[gr.FileData] = None, palette: str = "",
+                     mode: str = "", flat_fill: bool = FLAT_FILL_DEFAULT,
+                     propagate: bool = PROPAGATE_DEFAULT) -> gr.FileData:
+        """As colorize_file, but returns colorized.psd, one file a paint program opens with the layers:
+        the flat colour, the model's shading (Linear Light) and the line art (Multiply)."""
+        layers = run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), fill=flat_fill,
+                               propagate=propagate)
+        return gr.FileData(path=cache_bytes(psd_bytes(layers), demo.GRADIO_CACHE, f"{LAYER_NAMES[0]}.psd"),
+                           orig_name=f"{LAYER_NAMES[0]}.psd")
+
+    def page_psd(editor: dict, mode: str, palette: str, flat_fill: bool, model: str,
+                 propagate: bool = PROPAGATE_DEFAULT) -> str:
+        """The page's PSD button: the editor's drawing coloured as Colorize does it -> the PSD's path."""
+        line_art, hints = editor_images(editor)
+        layers = run_colorizer(shelf.get(model), line_art, hints, palette, mode, fill=flat_fill, propagate=propagate)
+        return cache_bytes(psd_bytes(layers), demo.GRADIO_CACHE, f"{LAYER_NAMES[0]}.psd")
+
     def add_color(palette: str, color: str) -> str:
         try:
             red, green, blue = parse_color(color or "")
@@ -529,6 +553,9 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                 layers = gr.File(label="Layers: colorized.png (colour + lines), colorized_flat.png (colour "
                                        "only), colorized_lines.png (lines only, transparent)",
                                  file_count="multiple", interactive=False, elem_id="layers")
+                psd_button = gr.Button("Layered PSD", elem_id="psd-button")
+                psd_file = gr.File(label="colorized.psd: flat colour, shading and line art as layers, for Krita, "
+                                         "GIMP or Photoshop", interactive=False, elem_id="psd")
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[editor], label="Test-split line art")
         add.click(add_color, [palette, picker], palette, api_visibility="private")
@@ -540,6 +567,9 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         api_button.click(colorize, [editor, mode, palette, fill, spread], api_result, api_name="colorize")
         gr.api(colorize_file, api_name="colorize_file")
         gr.api(colorize_layers, api_name="colorize_layers")
+        gr.api(colorize_psd, api_name="colorize_psd")
+        psd_button.click(page_psd, [editor, mode, palette, fill, picker_model, spread], psd_file,
+                         api_visibility="private")
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return demo
 

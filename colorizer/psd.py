@@ -16,6 +16,7 @@ in the test) on the anti-aliased edges of the lines.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -64,14 +65,19 @@ def build_psd(colour: Image.Image, line: Image.Image):
     return psd
 
 
-def write_psd(path, layers) -> Path:
-    """Write the layered PSD of a colouring (``inference.Layers``, as ``Colorizer.colorize_layers``
-    gives it) to ``path`` (the caller makes it atomic where it must be)."""
-    path = Path(path)
+def psd_bytes(layers) -> bytes:
+    """The layered PSD of a colouring (``inference.Layers``, as ``Colorizer.colorize_layers`` gives
+    it), as the bytes of a .psd file."""
     line = Image.fromarray(255 - np.asarray(layers.lines)[..., 3], "L")  # the drawing's lines, as read
-    psd = build_psd(layers.flat, line)
-    with open(path, "wb") as f:
-        psd.save(f)
+    buffer = io.BytesIO()
+    build_psd(layers.flat, line).save(buffer)
+    return buffer.getvalue()
+
+
+def write_psd(path, layers) -> Path:
+    """``psd_bytes`` written to ``path`` (the caller makes it atomic where it must be)."""
+    path = Path(path)
+    path.write_bytes(psd_bytes(layers))
     return path
 
 

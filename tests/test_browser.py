@@ -146,6 +146,11 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
             names = sorted(link.get_attribute("download") or "" for link in layers.all())  # the saved file names
             links = [link.get_attribute("href") for link in layers.all()]
 
+            page.locator("#psd-button").click()  # the layered PSD, on demand
+            psd_link = page.locator("#psd a").first
+            psd_link.wait_for(state="visible", timeout=60_000)
+            psd_name, psd_href = psd_link.get_attribute("download"), psd_link.get_attribute("href")
+
             # a bad request shows its reason on the page, and the app keeps serving
             page.get_by_role("radio", name="palette").check()
             page.locator("#palette textarea").fill("#e63946, nope")
@@ -154,7 +159,8 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
         finally:
             browser.close()
 
-    assert len(calls) == 1, calls  # the coloured request; the bad palette is refused before the model
+    assert len(calls) == 2, calls  # Colorize and the PSD; the bad palette is refused before the model
+    assert calls[1]["hints"] is not None and calls[1]["propagate"] is True  # the PSD coloured the same way
     assert calls[0]["size"] == (1600, 1000) and calls[0]["palette"] is None and calls[0]["fill"] is False
     assert calls[0]["propagate"] is True  # the page's default: strokes fill their shapes
     hints = calls[0]["hints"]
@@ -172,6 +178,11 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
     for link in links:  # each layer downloads as an image of the drawing's size
         href = link if link.startswith("http") else url.rstrip("/") + "/" + link.lstrip("/")
         assert Image.open(io.BytesIO(urllib.request.urlopen(href, timeout=30).read())).size == (1600, 1000)
+    from psd_tools import PSDImage
+
+    href = psd_href if psd_href.startswith("http") else url.rstrip("/") + "/" + psd_href.lstrip("/")
+    psd = PSDImage.open(io.BytesIO(urllib.request.urlopen(href, timeout=30).read()))
+    assert psd_name == "colorized.psd" and psd.size == (1600, 1000) and len(psd) == 3
 
 
 BRUSH_RED = (230, 57, 70)  # the brush's first colour

@@ -136,6 +136,24 @@ def test_layers_endpoint_returns_the_three_named_layers(app, files):
     assert lines.mode == "RGBA" and np.array_equal(np.asarray(lines)[..., 3], 255 - np.asarray(line.convert("L")))
 
 
+def test_psd_endpoint_returns_the_layered_file(app, files):
+    from gradio_client import handle_file
+    from psd_tools import PSDImage
+
+    from colorizer.psd import LAYER_NAMES
+
+    path = app["client"].predict(handle_file(str(files["line"])), handle_file(str(files["hints"])),
+                                 api_name="/colorize_psd")
+    assert Path(path).name == "colorized.psd"
+    psd = PSDImage.open(path)
+    assert psd.size == (61, 100) and [layer.name for layer in psd] == list(LAYER_NAMES)
+    expected = app["colorizer"].colorize_layers(Image.open(files["line"]), hints=Image.open(files["hints"]))
+    line = np.asarray(Image.open(files["line"]).convert("L"))
+    solid = (line == 0) | (line == 255)
+    composite = np.asarray(psd.composite(force=True).convert("RGB")).astype(int)
+    assert np.abs(composite - np.asarray(expected.image).astype(int))[solid].max() <= 2
+
+
 def test_colorize_file_endpoint(app, files):
     from gradio_client import handle_file
 
