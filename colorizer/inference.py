@@ -38,7 +38,7 @@ from .config import Config, ConfigError, from_dict, image_size
 from .fills import flat_fill, region_grid
 from .images import flatten_image, to_array, to_signed
 from .models import build_generator
-from .strokes import propagate as propagate_strokes
+from .strokes import paint as paint_strokes
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # larger inputs are refused: decoding and resizing them costs memory
 DEFAULT_MAX_WORKING_PIXELS = 1024 * 1024  # native-resolution inference above this is scaled down to it (memory)
@@ -165,6 +165,7 @@ class Layers:
     flat: Image.Image  # RGB: the colour alone, no lines (the layer under the line art)
     lines: Image.Image  # RGBA: the input's lines in black, their darkness as alpha, paper transparent
     working_size: tuple  # (h, w) the network ran at, before padding
+    strokes: list = dataclasses.field(default_factory=list)  # [((r, g, b), mask "L")]: where each stroke colour painted
 
 
 class Colorizer:
@@ -266,17 +267,23 @@ class Colorizer:
         and guesses the other shapes with them); only with the composite."""
         if fill and not composite:
             raise ValueError("flat fills need the composite: the network's own lines would cut across the regions")
-        colour, line, _ = self._colour(line_art, hints, palette, resolution, flat=composite, fill=fill,
-                                       propagate=propagate and composite)
+        colour, line, _, _ = self._colour(line_art, hints, palette, resolution, flat=composite, fill=fill,
+                                          propagate=propagate and composite)
         return Image.fromarray(multiply(colour, line) if composite else to_array(colour), "RGB")
 
     def colorize_layers(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
                         resolution: str = "model", fill: bool = False, propagate: bool = True) -> Layers:
         """Colour ``line_art`` and return the composite, the flat colour layer and the line layer;
         ``fill`` and ``propagate`` as in ``colorize``."""
-        flat, line, working = self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate)
+        flat, line, working, paint = self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate)
+        strokes = []
+        if paint is not None and len(paint.colours):
+            owner = np.asarray(Image.fromarray(paint.owner.astype(np.int32)).resize(
+                (line.shape[1], line.shape[0]), Image.Resampling.NEAREST))  # (H, W), -1 unpainted
+            strokes = [(tuple(int(v) for v in rgb), Image.fromarray(((owner == k) * 255).astype(np.uint8), "L"))
+                       for k, rgb in enumerate(paint.colours)]
         return Layers(image=Image.fromarray(multiply(flat, line), "RGB"), flat=Image.fromarray(to_array(flat), "RGB"),
-                      lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working)
+                      lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working, strokes=strokes)
 
     def working_size(self, height: int, width: int, resolution: str = "model") -> tuple:
         """(h, w) the network colours a ``height`` x ``width`` drawing at, before padding: the
@@ -298,10 +305,10 @@ class Colorizer:
         pixels are not hints, painted ones give their colour there. palette: optional colours for the
         whole image ("#rrggbb" strings or (r, g, b) tuples, at most ``model.palette_size``).
         Returns (flat colour (3, H, W) in [-1, 1] at the line art's size, the line art (H, W) uint8,
-        the working size (h, w)); with ``flat=False`` the network's output as it is, lines and all,
-        instead of the flat colour; with ``fill`` one colour per closed region; with ``propagate``
-        each painted stroke's colour in its whole shape. ValueError or
-        TypeError, saying what is wrong, for an input it cannot use."""
+        the working size (h, w), the strokes' ``strokes.Paint`` or None); with ``flat=False`` the
+        network's output as it is, lines and all, instead of the flat colour; with ``fill`` one
+        colour per closed region; with ``propagate`` each painted stroke's colour in its whole
+        shape. ValueError or TypeError, saying what is wrong, for an input it cannot use."""
         colors = parse_palette(palette, self.palette_size)
         line_art = open_image(line_art, "the line art", self.max_pixels)
         if hints is not None:
@@ -346,6 +353,8 @@ class Colorizer:
         propagate = propagate and hint_mask is not None and bool(hint_mask.any())
         if fill:  # one colour per closed region, at the region grid (at most fills.FILL_MAX_PIXELS)
             colour = flat_fill(colour, lines, *((None, None) if propagate else (hint_colour, hint_mask)))
+        paint = None
         if propagate:  # the strokes at the region grid, where they colour their shapes
-            colour = propagate_strokes(colour, lines, *hints_to_arrays(hints, region_grid(height, width)))
-        return enlarge(colour, (height, width)), lines, (scaled_h, scaled_w)
+            paint = paint_strokes(colour, lines, *hints_to_arrays(hints, region_grid(height, width)))
+            colour = paint.colour
+        return enlarge(colour, (height, width)), lines, (scaled_h, scaled_w), paint

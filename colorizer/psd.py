@@ -4,6 +4,10 @@
 - **flat colour** (Normal): one colour per closed region of the line art (``fills.flat_fill`` of
   the model's colour; a shape a stroke painted keeps the stroke's colour): the flats an
   illustrator paints first, and selects regions by.
+- **paint #rrggbb** (Normal), one per colour the user painted with: the shapes that colour's
+  strokes filled (``strokes.propagate``), the rest transparent. They repeat what the flats hold
+  there, so the picture does not change; an artist selects, hides or recolours one stroke's shapes
+  with them.
 - **shading** (Linear Light): what the model adds to the flats, stored as 0.5 + (colour - flat) / 2
   per channel, so that Linear Light (base + 2 x blend - 1) over the flats gives back the model's
   colour to one level in 255. Mid-grey is no change; hide it for pure flats, or lower its opacity.
@@ -26,7 +30,7 @@ from .composite import enlarge
 from .fills import flat_fill
 from .images import to_array, to_signed
 
-LAYER_NAMES = ("flat colour", "shading", "line art")  # bottom to top
+LAYER_NAMES = ("flat colour", "shading", "line art")  # bottom to top, the paint layers between the first two
 BLEND_MODES = ("NORMAL", "LINEAR_LIGHT", "MULTIPLY")  # psd_tools.constants.BlendMode names, per layer
 
 
@@ -52,16 +56,26 @@ def psd_layers(colour: Image.Image, line: Image.Image) -> list:
             line.convert("L").convert("RGB")]
 
 
-def build_psd(colour: Image.Image, line: Image.Image):
-    """-> a psd_tools PSDImage with the layers of the module docstring."""
+def paint_name(rgb) -> str:
+    return "paint #%02x%02x%02x" % tuple(rgb)
+
+
+def build_psd(colour: Image.Image, line: Image.Image, strokes=()):
+    """-> a psd_tools PSDImage with the layers of the module docstring. ``strokes``: [((r, g, b),
+    mask "L")] as ``Layers.strokes``."""
     psd_tools = _psd_tools()
     from psd_tools.api.layers import PixelLayer
     from psd_tools.constants import BlendMode
 
     psd = psd_tools.PSDImage.new("RGB", colour.size, color=(255, 255, 255), depth=8)
-    for image, name, mode in zip(psd_layers(colour, line), LAYER_NAMES, BLEND_MODES):
+    (flat, shading, lines), modes = psd_layers(colour, line), [getattr(BlendMode, m) for m in BLEND_MODES]
+    paints = [(Image.merge("RGBA", (*Image.new("RGB", colour.size, tuple(rgb)).split(), mask)), paint_name(rgb),
+               BlendMode.NORMAL) for rgb, mask in strokes]
+    stack = [(flat, LAYER_NAMES[0], modes[0]), *paints, (shading, LAYER_NAMES[1], modes[1]),
+             (lines, LAYER_NAMES[2], modes[2])]
+    for image, name, mode in stack:
         layer = PixelLayer.frompil(image, psd, name)  # appended to psd, bottom first
-        layer.blend_mode = getattr(BlendMode, mode)
+        layer.blend_mode = mode
     return psd
 
 
@@ -70,7 +84,7 @@ def psd_bytes(layers) -> bytes:
     it), as the bytes of a .psd file."""
     line = Image.fromarray(255 - np.asarray(layers.lines)[..., 3], "L")  # the drawing's lines, as read
     buffer = io.BytesIO()
-    build_psd(layers.flat, line).save(buffer)
+    build_psd(layers.flat, line, layers.strokes).save(buffer)
     return buffer.getvalue()
 
 

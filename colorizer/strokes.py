@@ -34,6 +34,8 @@ uint8 (255 paper, 0 ink) at the drawing's size; the strokes at the region grid
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -91,18 +93,34 @@ def carve_open_shapes(line: np.ndarray, labels: np.ndarray, count: int, gap: flo
     return dense[merged].astype(np.int32), int(dense[-1])
 
 
+@dataclass
+class Paint:
+    """What ``propagate`` painted, at the region grid (gh, gw)."""
+
+    colour: torch.Tensor  # (3, gh, gw) in [-1, 1]: the paint in the painted shapes, the network's colour elsewhere
+    owner: np.ndarray  # (gh, gw) int: the index in ``colours`` of the paint on each pixel, -1 where none
+    colours: np.ndarray  # (K, 3) uint8 RGB: the strokes' colours, each once
+
+
 def propagate(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, stroke_mask: np.ndarray,
               gap: float = STROKE_GAP, max_pixels: int = FILL_MAX_PIXELS) -> torch.Tensor:
     """Each painted stroke colours its shape (module docstring). colour (3, h, w) in [-1, 1] at any
     size; line (H, W) uint8; strokes (gh, gw, 3) in [0, 1] and (gh, gw) bool at
     ``region_grid(H, W, max_pixels)`` -> (3, gh, gw) in [-1, 1]: the paint in the painted shapes,
-    the network's colour elsewhere."""
+    the network's colour elsewhere (``paint(...).colour``)."""
+    return paint(colour, line, stroke_colour, stroke_mask, gap, max_pixels).colour
+
+
+def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, stroke_mask: np.ndarray,
+          gap: float = STROKE_GAP, max_pixels: int = FILL_MAX_PIXELS) -> Paint:
+    """``propagate``, and which stroke colour painted each pixel (``Paint``)."""
     grid = region_grid(*line.shape, max_pixels)
     if stroke_mask.shape != grid:
         raise ValueError(f"strokes are {stroke_mask.shape} but the region grid of a {line.shape} drawing is {grid}")
     colour = F.interpolate(colour[None].float(), size=grid, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+    unpainted = Paint(colour, np.full(grid, -1, np.int64), np.zeros((0, 3), np.uint8))
     if not stroke_mask.any():
-        return colour
+        return unpainted
     ids, strokes = stroke_ids(stroke_colour, stroke_mask)
     paints = _medians(stroke_colour[stroke_mask] * 2 - 1, ids, strokes - 1)[0]  # (S, 3) in [-1, 1]
     ink = ink_mask(line, grid)
@@ -110,30 +128,38 @@ def propagate(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray,
     if np.isin(labels[stroke_mask], border_labels(labels)).any():  # a stroke on the paper, or in an open shape
         labels, count = carve_open_shapes(line, labels, count, gap)
     takes = taken_shapes(ids, strokes, labels[stroke_mask], count)  # (S, count + 1)
+    if not takes.any():
+        return unpainted
+    levels = np.rint((paints + 1) * 127.5).clip(0, 255).astype(np.uint8)  # (S, 3)
+    colours, colour_of = np.unique(levels, axis=0, return_inverse=True)  # each stroke's colour index
+    colour_of = colour_of.ravel()
     out = colour.permute(1, 2, 0).numpy().copy()  # (gh, gw, 3)
-    painted = np.zeros(grid, bool)
+    owner = np.full(grid, -1, np.int64)
     stroke_map = np.full(grid, -1, np.int64)  # the stroke of each painted pixel, -1 elsewhere
     stroke_map[stroke_mask] = ids
     boxes = ndimage.find_objects(labels)  # boxes[shape - 1]: the shape's bounding box
     for shape in np.nonzero(takes.any(0))[0]:
-        own = np.unique(np.rint(paints[takes[:, shape]] * 127.5), axis=0)
+        mine = np.nonzero(takes[:, shape])[0]  # the strokes this shape takes
         box = boxes[shape - 1]
         inside = labels[box] == shape  # (bh, bw)
-        if len(own) == 1:
-            out[box][inside] = paints[takes[:, shape]][0]
+        if len(np.unique(colour_of[mine])) == 1:
+            out[box][inside] = paints[mine[0]]
+            owner[box][inside] = colour_of[mine[0]]
         else:  # colour boundaries with no line: each pixel takes its nearest stroke's colour
             owners = stroke_map[box]  # (bh, bw)
             seeds = inside & (owners >= 0)
             seeds[seeds] = takes[owners[seeds], shape]  # this shape's strokes, on their pixels in it
             rows, cols = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
-            out[box][inside] = paints[owners[rows[inside], cols[inside]]]
-        painted[box] |= inside
+            nearest = owners[rows[inside], cols[inside]]  # the stroke of each pixel
+            out[box][inside] = paints[nearest]
+            owner[box][inside] = colour_of[nearest]
     # Ink next to paint takes the paint: the nearest non-ink pixel's colour, where that one was painted.
-    if painted.any() and (labels == 0).any():
+    if (labels == 0).any():
         rows, cols = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
-        from_paint = (labels == 0) & painted[rows, cols]
+        from_paint = (labels == 0) & (owner[rows, cols] >= 0)
         out[from_paint] = out[rows[from_paint], cols[from_paint]]
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).clamp(-1, 1)
+        owner[from_paint] = owner[rows[from_paint], cols[from_paint]]
+    return Paint(torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).clamp(-1, 1), owner, colours)
 
 
 def taken_shapes(ids: np.ndarray, strokes: int, under: np.ndarray, count: int) -> np.ndarray:

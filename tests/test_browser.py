@@ -182,7 +182,8 @@ def test_upload_paint_and_colorize_in_chromium(served, tmp_path):
 
     href = psd_href if psd_href.startswith("http") else url.rstrip("/") + "/" + psd_href.lstrip("/")
     psd = PSDImage.open(io.BytesIO(urllib.request.urlopen(href, timeout=30).read()))
-    assert psd_name == "colorized.psd" and psd.size == (1600, 1000) and len(psd) == 3
+    assert psd_name == "colorized.psd" and psd.size == (1600, 1000)
+    assert [layer.name for layer in psd] == ["flat colour", "paint #e63946", "shading", "line art"]  # the stroke
 
 
 BRUSH_RED = (230, 57, 70)  # the brush's first colour

@@ -51,9 +51,13 @@ def test_the_psd_reads_back_with_its_layers_and_composite(coloured):
     layers, path = coloured
     psd = PSDImage.open(path)
     assert psd.size == (150, 100)
-    assert [layer.name for layer in psd] == list(LAYER_NAMES)
-    assert [layer.blend_mode.name for layer in psd] == list(BLEND_MODES)
-    assert all(layer.size == (150, 100) for layer in psd)
+    names = [layer.name for layer in psd]
+    assert names == [LAYER_NAMES[0], "paint #e63946", *LAYER_NAMES[1:]]  # one paint layer: one stroke colour
+    assert [layer.blend_mode.name for layer in psd] == [BLEND_MODES[0], "NORMAL", *BLEND_MODES[1:]]
+    assert all(layer.size == (150, 100) for layer in psd if not layer.name.startswith("paint"))
+    paint = np.asarray(psd[1].composite(force=True))  # RGBA: the layer through its mask
+    assert (paint[50, 50] == (230, 57, 70, 255)).all() and paint[5, 5, 3] == 0  # inside the circle; the paper
+    assert Image.fromarray(paint[..., 3]).getbbox() == layers.strokes[0][1].getbbox()  # where the stroke painted
     ours, theirs = np.asarray(layers.image).astype(int), composite(path).astype(int)
     line = np.asarray(drawing())
     solid = (line == 0) | (line == 255)  # pure ink or pure paper: sRGB and linear-light multiply agree
@@ -92,4 +96,4 @@ def test_gimp_opens_the_psd(coloured, tmp_path):
     result = subprocess.run([GIMP, "-i", "-d", "-f", "-b", script, "-b", "(gimp-quit 0)"], capture_output=True,
                             text=True, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "layers=3" in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
+    assert "layers=4" in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
