@@ -11,6 +11,7 @@ each stroke colours its whole shape unless ``--no-propagate``. Each drawing give
 alone) and ``NAME.lines.png`` (the lines alone, black on transparent); ``--psd`` writes
 ``NAME.psd``, the layers a paint program opens (``colorizer.psd``).
 
+The model loads once, and colours drawings whose working sizes match in batches (``--batch-size``).
 A file that cannot be coloured is reported and skipped, and the batch goes on; the exit code is 1
 when any failed. Outputs are written atomically (never half a file), and a drawing whose outputs
 are all there already is skipped unless ``--overwrite``, so an interrupted batch resumes where it
@@ -90,16 +91,10 @@ def save_png(image: Image.Image, path: Path) -> None:
     atomic_write(path, lambda tmp: image.save(tmp, format="png"), durable=False)
 
 
-def colour_one(model: Colorizer, drawing: Drawing, args) -> None:
-    """Colour ``drawing`` and write its outputs; ValueError, TypeError or OSError when it cannot."""
-    options = dict(hints=drawing.hints, palette=args.palette or None, resolution=args.resolution, fill=args.fill,
-                   propagate=not args.no_propagate)
+def write_outputs(drawing: Drawing, layers, args) -> None:
+    """Write a drawing's outputs (``outputs``) from its ``inference.Layers``; OSError when it cannot."""
     targets = outputs(drawing, args.layers, args.psd)
-    if args.layers or args.psd:
-        layers = model.colorize_layers(drawing.path, **options)
-        images = (layers.image, layers.flat, layers.lines) if args.layers else (layers.image,)
-    else:
-        images = (model.colorize(drawing.path, **options),)
+    images = (layers.image, layers.flat, layers.lines) if args.layers else (layers.image,)
     for image, target in zip(images, targets):
         save_png(image, target)
     if args.psd:
@@ -124,20 +119,35 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
+        return 2
     try:
         parse_palette(args.palette or None, model.palette_size)  # once, not as a failure of every drawing
     except ValueError as err:
         print(f"error: --palette: {err}", file=sys.stderr)
         return 2
-    for drawing in tqdm(drawings, desc="colorize", unit="drawing", dynamic_ncols=True, disable=args.quiet):
+    todo = []
+    for drawing in drawings:
         if not args.overwrite and all(target.is_file() for target in outputs(drawing, args.layers, args.psd)):
             summary.skipped.append(drawing.path)
-            continue
-        try:
-            colour_one(model, drawing, args)
-            summary.coloured.append(drawing.path)
-        except (ValueError, TypeError, OSError) as err:  # one bad file never stops the batch
-            summary.failed.append((drawing.path, str(err)))
+        else:
+            todo.append(drawing)
+    options = dict(palette=args.palette or None, resolution=args.resolution, fill=args.fill,
+                   propagate=not args.no_propagate, batch_size=args.batch_size)
+    with tqdm(total=len(todo), desc="colorize", unit="drawing", dynamic_ncols=True, disable=args.quiet) as bar:
+        for start in range(0, len(todo), args.batch_size):  # a batch in memory at a time
+            chunk = todo[start: start + args.batch_size]
+            results = model.colorize_layers_many([(d.path, d.hints) for d in chunk], **options)
+            for drawing, layers in zip(chunk, results):
+                try:
+                    if isinstance(layers, Exception):
+                        raise layers
+                    write_outputs(drawing, layers, args)
+                    summary.coloured.append(drawing.path)
+                except (ValueError, TypeError, OSError) as err:  # one bad file never stops the batch
+                    summary.failed.append((drawing.path, str(err)))
+                bar.update(1)
     print(report(summary, out, model))
     return 1 if summary.failed else 0
 
@@ -166,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--psd", action="store_true", help="also write NAME.psd: flat colour, shading and line art "
                                                            "(Multiply) as layers a paint program opens")
     parser.add_argument("--overwrite", action="store_true", help="remake outputs that are already there")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="drawings the network colours at once when their working sizes match (default 8)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted drawing")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -168,6 +168,21 @@ class Layers:
     strokes: list = dataclasses.field(default_factory=list)  # [((r, g, b), mask "L")]: where each stroke colour painted
 
 
+@dataclasses.dataclass
+class _Request:
+    """One drawing made ready for the network (``Colorizer._prepare``)."""
+
+    full: Image.Image  # "L": the line art at its own (oriented) size
+    hints: Optional[Image.Image]  # the painted strokes at that size, or None
+    hint_colour: Optional[np.ndarray]  # (h, w, 3) in [0, 1] at the working size, or None
+    hint_mask: Optional[np.ndarray]  # (h, w) bool at the working size, or None
+    line: torch.Tensor  # (Hp, Wp) in [-1, 1], padded with white paper
+    spatial: torch.Tensor  # (4, Hp, Wp): hint colour * mask, mask
+    palette: torch.Tensor  # (K, 3) in [-1, 1]
+    keep: torch.Tensor  # (K,) 1 for a palette colour given
+    working: tuple  # (h, w) before padding
+
+
 class Colorizer:
     """A generator in eval mode on one device, ready to colour images; safe to share between threads."""
 
@@ -275,15 +290,7 @@ class Colorizer:
                         resolution: str = "model", fill: bool = False, propagate: bool = True) -> Layers:
         """Colour ``line_art`` and return the composite, the flat colour layer and the line layer;
         ``fill`` and ``propagate`` as in ``colorize``."""
-        flat, line, working, paint = self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate)
-        strokes = []
-        if paint is not None and len(paint.colours):
-            owner = np.asarray(Image.fromarray(paint.owner.astype(np.int32)).resize(
-                (line.shape[1], line.shape[0]), Image.Resampling.NEAREST))  # (H, W), -1 unpainted
-            strokes = [(tuple(int(v) for v in rgb), Image.fromarray(((owner == k) * 255).astype(np.uint8), "L"))
-                       for k, rgb in enumerate(paint.colours)]
-        return Layers(image=Image.fromarray(multiply(flat, line), "RGB"), flat=Image.fromarray(to_array(flat), "RGB"),
-                      lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working, strokes=strokes)
+        return self._layers(*self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate))
 
     def working_size(self, height: int, width: int, resolution: str = "model") -> tuple:
         """(h, w) the network colours a ``height`` x ``width`` drawing at, before padding: the
@@ -295,6 +302,43 @@ class Colorizer:
             raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
         scale = min(1.0, (self.max_working_pixels / (height * width)) ** 0.5)
         return max(1, int(height * scale)), max(1, int(width * scale))
+
+    def colorize_layers_many(self, drawings: list, palette=None, resolution: str = "model", fill: bool = False,
+                             propagate: bool = True, batch_size: int = 8) -> list:
+        """``colorize_layers`` for many ``(line_art, hints or None)`` pairs, the network run once per
+        batch of up to ``batch_size`` drawings whose working sizes match -> per drawing, in order,
+        its ``Layers``, or the ValueError/TypeError/OSError that says why it could not be coloured
+        (one bad drawing never fails the others)."""
+        results: list = [None] * len(drawings)
+        requests = {}
+        for i, (line_art, hints) in enumerate(drawings):
+            try:
+                requests[i] = self._prepare(line_art, hints, palette, resolution)
+            except (ValueError, TypeError, OSError) as err:
+                results[i] = err
+        groups: dict = {}
+        for i, request in requests.items():
+            groups.setdefault(tuple(request.line.shape), []).append(i)
+        for members in groups.values():
+            for start in range(0, len(members), max(1, batch_size)):
+                chunk = members[start: start + max(1, batch_size)]
+                colours = self._run([requests[i] for i in chunk], flat=True)
+                for i, colour in zip(chunk, colours):
+                    try:
+                        results[i] = self._layers(*self._finish(requests[i], colour, fill, propagate))
+                    except (ValueError, TypeError, OSError) as err:
+                        results[i] = err
+        return results
+
+    def _layers(self, flat: torch.Tensor, line: np.ndarray, working: tuple, paint) -> Layers:
+        strokes = []
+        if paint is not None and len(paint.colours):
+            owner = np.asarray(Image.fromarray(paint.owner.astype(np.int32)).resize(
+                (line.shape[1], line.shape[0]), Image.Resampling.NEAREST))  # (H, W), -1 unpainted
+            strokes = [(tuple(int(v) for v in rgb), Image.fromarray(((owner == k) * 255).astype(np.uint8), "L"))
+                       for k, rgb in enumerate(paint.colours)]
+        return Layers(image=Image.fromarray(multiply(flat, line), "RGB"), flat=Image.fromarray(to_array(flat), "RGB"),
+                      lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working, strokes=strokes)
 
     def _colour(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str,
                 flat: bool = True, fill: bool = False, propagate: bool = False) -> tuple:
@@ -309,6 +353,11 @@ class Colorizer:
         network's output as it is, lines and all, instead of the flat colour; with ``fill`` one
         colour per closed region; with ``propagate`` each painted stroke's colour in its whole
         shape. ValueError or TypeError, saying what is wrong, for an input it cannot use."""
+        request = self._prepare(line_art, hints, palette, resolution)
+        return self._finish(request, self._run([request], flat)[0], fill, propagate)
+
+    def _prepare(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str) -> "_Request":
+        """The network's inputs for one drawing (see ``_colour``), checked."""
         colors = parse_palette(palette, self.palette_size)
         line_art = open_image(line_art, "the line art", self.max_pixels)
         if hints is not None:
@@ -335,26 +384,43 @@ class Colorizer:
             hint_colour, hint_mask = hints_to_arrays(hints, (scaled_h, scaled_w))
             spatial[:3, :scaled_h, :scaled_w] = (hint_colour * 2 - 1).transpose(2, 0, 1) * hint_mask
             spatial[3, :scaled_h, :scaled_w] = hint_mask
-        palette_t = torch.zeros(1, self.palette_size, 3)
-        keep = torch.zeros(1, self.palette_size)
+        palette_t = torch.zeros(self.palette_size, 3)
+        keep = torch.zeros(self.palette_size)
         if colors:
-            palette_t[0, : len(colors)] = to_signed(torch.tensor(colors, dtype=torch.uint8))
-            keep[0, : len(colors)] = 1
+            palette_t[: len(colors)] = to_signed(torch.tensor(colors, dtype=torch.uint8))
+            keep[: len(colors)] = 1
+        return _Request(full, hints, hint_colour, hint_mask, line, torch.from_numpy(spatial), palette_t, keep,
+                        (scaled_h, scaled_w))
 
+    def _run(self, requests: list, flat: bool) -> list:
+        """One generator call on the stacked ``requests`` (one padded size) -> each one's colour
+        (3, h, w) in [-1, 1] on the CPU at its working size: the flat colour, or with ``flat=False``
+        the network's output, its own lines and all."""
         with self._lock, torch.inference_mode():
-            out = self.generator(line[None, None].to(self.device),  # (1, 1, H, W)
-                                 torch.from_numpy(spatial)[None].to(self.device),  # (1, 4, H, W)
-                                 palette_t.to(self.device), keep.to(self.device))  # (1, 3, H, W) in [-1, 1]
-            colour = out[:, :, :scaled_h, :scaled_w].float()  # (1, 3, h, w)
-            if flat:  # the colour without the model's own copy of the lines
-                colour = flat_colour(colour, line[None, None, :scaled_h, :scaled_w].to(self.device))
-        lines = np.asarray(full)
-        colour = colour[0].cpu()
+            out = self.generator(torch.stack([r.line for r in requests])[:, None].to(self.device),  # (B, 1, H, W)
+                                 torch.stack([r.spatial for r in requests]).to(self.device),  # (B, 4, H, W)
+                                 torch.stack([r.palette for r in requests]).to(self.device),  # (B, K, 3)
+                                 torch.stack([r.keep for r in requests]).to(self.device))  # (B, 3, H, W) in [-1, 1]
+            colours = []
+            for i, request in enumerate(requests):
+                h, w = request.working
+                colour = out[i: i + 1, :, :h, :w].float()  # (1, 3, h, w)
+                if flat:  # the colour without the model's own copy of the lines
+                    colour = flat_colour(colour, request.line[None, None, :h, :w].to(self.device))
+                colours.append(colour[0].cpu())
+        return colours
+
+    def _finish(self, request: "_Request", colour: torch.Tensor, fill: bool, propagate: bool) -> tuple:
+        """The network's ``colour`` of ``request`` -> ``_colour``'s result: flat fills, the strokes
+        propagated, at the drawing's size."""
+        lines = np.asarray(request.full)
+        height, width = lines.shape
+        hint_mask = request.hint_mask
         propagate = propagate and hint_mask is not None and bool(hint_mask.any())
         if fill:  # one colour per closed region, at the region grid (at most fills.FILL_MAX_PIXELS)
-            colour = flat_fill(colour, lines, *((None, None) if propagate else (hint_colour, hint_mask)))
+            colour = flat_fill(colour, lines, *((None, None) if propagate else (request.hint_colour, hint_mask)))
         paint = None
         if propagate:  # the strokes at the region grid, where they colour their shapes
-            paint = paint_strokes(colour, lines, *hints_to_arrays(hints, region_grid(height, width)))
+            paint = paint_strokes(colour, lines, *hints_to_arrays(request.hints, region_grid(height, width)))
             colour = paint.colour
-        return enlarge(colour, (height, width)), lines, (scaled_h, scaled_w), paint
+        return enlarge(colour, (height, width)), lines, request.working, paint

@@ -68,18 +68,18 @@ def test_a_folder_is_coloured_with_its_hints_and_a_bad_file_is_reported(folder, 
 def test_an_interrupted_batch_resumes_and_overwrite_remakes(folder, export, tmp_path, monkeypatch, capsys):
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
-    real, done = colorize.colour_one, []
+    real, done = colorize.write_outputs, []
 
-    def stops_after_one(model, drawing, args):
+    def stops_after_one(drawing, layers, args):
         if done:
-            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second drawing
-        real(model, drawing, args)
+            raise KeyboardInterrupt  # the user pressed Ctrl-C while the second drawing was written
+        real(drawing, layers, args)
         done.append(drawing.path)
 
-    monkeypatch.setattr(colorize, "colour_one", stops_after_one)
+    monkeypatch.setattr(colorize, "write_outputs", stops_after_one)
     with pytest.raises(KeyboardInterrupt):
         run(folder, "--out", out, "--checkpoint", export)
-    monkeypatch.setattr(colorize, "colour_one", real)
+    monkeypatch.setattr(colorize, "write_outputs", real)
     first = sorted(out.rglob("*.png"))
     assert len(first) == 1 and not list(out.rglob("*.tmp"))
     stamp = first[0].stat().st_mtime_ns
@@ -105,3 +105,27 @@ def test_the_command_line_runs(folder, export, tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "1 coloured" in result.stdout and (tmp_path / "o" / "wide.png").is_file()
+
+
+def test_drawings_of_one_working_size_share_a_network_call(export, tmp_path):
+    from colorizer.inference import Colorizer
+
+    model = Colorizer.load(export, device="cpu")
+    calls = []
+    network = model.generator.forward
+
+    def counting(line, *rest):
+        calls.append(line.shape[0])
+        return network(line, *rest)
+
+    model.generator.forward = counting
+    drawings = [(box_drawing(120, 80), None), (box_drawing(60, 40), None), (box_drawing(64, 96), None),
+                (b"not an image", None), (box_drawing(120, 80), None)]
+    results = model.colorize_layers_many(drawings, batch_size=2)
+    assert sorted(calls) == [1, 1, 2]  # 120x80, 60x40 and the second 120x80 share the 32x21 box: 2 + 1; 64x96 alone
+    assert isinstance(results[3], ValueError) and "not a readable image" in str(results[3])
+    calls.clear()
+    for (art, _), layers in zip(drawings, results):
+        if not isinstance(layers, Exception):  # the same as one at a time
+            assert np.array_equal(np.asarray(layers.image), np.asarray(model.colorize_layers(art).image))
+    assert calls == [1, 1, 1, 1]
