@@ -82,7 +82,7 @@ def regions(ink: np.ndarray, gap: float = FILL_GAP) -> tuple:
     return labels.astype(np.int32), int(count + extra)
 
 
-def _medians(values: np.ndarray, labels: np.ndarray, count: int) -> tuple:
+def label_medians(values: np.ndarray, labels: np.ndarray, count: int) -> tuple:
     """Per-label medians of ``values`` (N, 3) in [-1, 1] over ``labels`` (N,) in 0..count, to one
     level in 255 -> (medians (count + 1, 3) in [-1, 1], present (count + 1,) bool: the labels
     that had any value). One histogram per label and channel: linear in N, where sorting 1 M
@@ -111,12 +111,12 @@ def flat_fill(colour: torch.Tensor, line: np.ndarray, hint_colour: np.ndarray | 
         return colour
     inside = labels > 0
     pixels = colour.permute(1, 2, 0).numpy()[inside]  # (N, 3)
-    table, _ = _medians(pixels, labels[inside], count)
+    table, _ = label_medians(pixels, labels[inside], count)
     if hint_mask is not None and hint_mask.any():
         mask = np.asarray(Image.fromarray(hint_mask).resize((grid[1], grid[0]), Image.Resampling.NEAREST)) & inside
         painted = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(hint_colour[..., c]), "F").resize(
             (grid[1], grid[0]), Image.Resampling.NEAREST)) for c in range(3)], -1)[mask] * 2 - 1  # (M, 3) in [-1, 1]
-        hinted, present = _medians(painted, labels[mask], count)
+        hinted, present = label_medians(painted, labels[mask], count)
         table = np.where(present[:, None], hinted, table)
     # Ink takes the nearest region's label (and colour).
     nearest = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)

@@ -167,10 +167,11 @@ def stroke_across_shape(line: np.ndarray) -> tuple | None:
     horizontal stroke across its middle row, from 1/5 to 4/5 of the shape's extent on that row.
     Returns (labels (H, W) int, shape id, (x0, y, x1)), or None when the drawing has no closed shape."""
     from .fills import ink_mask, regions
+    from .strokes import border_labels
 
     labels, count = regions(ink_mask(line, line.shape))
     areas = np.bincount(labels.ravel(), minlength=count + 1)
-    areas[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = 0  # paper
+    areas[border_labels(labels)] = 0  # paper
     areas[0] = 0  # ink
     if not areas.any():
         return None

@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .fills import FILL_MAX_PIXELS, _medians, ink_mask, region_grid, regions
+from .fills import FILL_GAP, FILL_MAX_PIXELS, ink_mask, label_medians, region_grid, regions
 
-STROKE_GAP = 1 / 256  # trapped-ball radius, share of the long side: gaps up to 2 x radius px are held (8 px at 1024)
+STROKE_GAP = FILL_GAP  # the flat fills' trapped ball, 1/256 of the long side: gaps up to 2 x radius px hold (8 at 1024)
 OPEN_GAP_SCALE = 4  # the second ball, for shapes open to the paper: gaps up to 4 x the held width close there
 STROKE_MIN_SHARE = 0.25  # a shape takes a stroke holding at least this share of the stroke's pixels off the ink
 
@@ -122,7 +122,7 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
     if not stroke_mask.any():
         return unpainted
     ids, strokes = stroke_ids(stroke_colour, stroke_mask)
-    paints = _medians(stroke_colour[stroke_mask] * 2 - 1, ids, strokes - 1)[0]  # (S, 3) in [-1, 1]
+    paints = label_medians(stroke_colour[stroke_mask] * 2 - 1, ids, strokes - 1)[0]  # (S, 3) in [-1, 1]
     ink = ink_mask(line, grid)
     labels, count = regions(ink, gap)
     if np.isin(labels[stroke_mask], border_labels(labels)).any():  # a stroke on the paper, or in an open shape
