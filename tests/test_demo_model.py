@@ -48,9 +48,9 @@ def test_bundled_evaluation_matches_the_issue_bar():
 
 
 def test_bundled_model_says_where_it_came_from_and_meets_the_line_style_bar():
-    """models/demo is the line-style fine-tune of the H100 model (issue 20): its config names the
-    parent by hash, and its evaluation on XDoG lines beats both baselines hintless and gains at
-    least 2 dB at 10 hint patches."""
+    """models/demo is the region-scribbles fine-tune (issue 31) of the line-style fine-tune (issue 20)
+    of the H100 model: its config names the parent by hash, and its evaluation on XDoG lines beats
+    both baselines hintless and gains at least 2 dB at 10 hint patches."""
     config = json.loads((DEMO / "config.json").read_text())
     parent = config["config"]["parent"]
     assert len(parent["sha256"]) == 64 and parent["step"] > 0 and parent["run_name"]
