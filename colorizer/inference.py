@@ -38,6 +38,7 @@ from .config import Config, ConfigError, from_dict, image_size
 from .fills import flat_fill, region_grid
 from .images import flatten_image, to_array, to_signed
 from .models import build_generator
+from .strokes import Paint
 from .strokes import paint as paint_strokes
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # larger inputs are refused: decoding and resizing them costs memory
@@ -165,7 +166,17 @@ class Layers:
     flat: Image.Image  # RGB: the colour alone, no lines (the layer under the line art)
     lines: Image.Image  # RGBA: the input's lines in black, their darkness as alpha, paper transparent
     working_size: tuple  # (h, w) the network ran at, before padding
-    strokes: list = dataclasses.field(default_factory=list)  # [((r, g, b), mask "L")]: where each stroke colour painted
+    paint: Optional[Paint] = None  # what the stroke propagation painted, at its region grid (or None)
+
+    def stroke_masks(self) -> list:
+        """[((r, g, b), mask "L" at the drawing's size)]: where each stroke colour painted. Made on
+        request (the PSD asks), not for every colouring: a 4-megapixel resize and a mask per colour."""
+        if self.paint is None or not len(self.paint.colours):
+            return []
+        owner = np.asarray(Image.fromarray(self.paint.owner.astype(np.int32)).resize(
+            self.image.size, Image.Resampling.NEAREST))  # (H, W), -1 unpainted
+        return [(tuple(int(v) for v in rgb), Image.fromarray(((owner == k) * 255).astype(np.uint8), "L"))
+                for k, rgb in enumerate(self.paint.colours)]
 
 
 @dataclasses.dataclass
@@ -331,14 +342,8 @@ class Colorizer:
         return results
 
     def _layers(self, flat: torch.Tensor, line: np.ndarray, working: tuple, paint) -> Layers:
-        strokes = []
-        if paint is not None and len(paint.colours):
-            owner = np.asarray(Image.fromarray(paint.owner.astype(np.int32)).resize(
-                (line.shape[1], line.shape[0]), Image.Resampling.NEAREST))  # (H, W), -1 unpainted
-            strokes = [(tuple(int(v) for v in rgb), Image.fromarray(((owner == k) * 255).astype(np.uint8), "L"))
-                       for k, rgb in enumerate(paint.colours)]
         return Layers(image=Image.fromarray(multiply(flat, line), "RGB"), flat=Image.fromarray(to_array(flat), "RGB"),
-                      lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working, strokes=strokes)
+                      lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working, paint=paint)
 
     def _colour(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str,
                 flat: bool = True, fill: bool = False, propagate: bool = False) -> tuple:

@@ -62,7 +62,7 @@ def paint_name(rgb) -> str:
 
 def build_psd(colour: Image.Image, line: Image.Image, strokes=()):
     """-> a psd_tools PSDImage with the layers of the module docstring. ``strokes``: [((r, g, b),
-    mask "L")] as ``Layers.strokes``."""
+    mask "L")] as ``Layers.stroke_masks()`` gives them."""
     psd_tools = _psd_tools()
     from psd_tools.api.layers import PixelLayer
     from psd_tools.constants import BlendMode
@@ -84,7 +84,7 @@ def psd_bytes(layers) -> bytes:
     it), as the bytes of a .psd file."""
     line = Image.fromarray(255 - np.asarray(layers.lines)[..., 3], "L")  # the drawing's lines, as read
     buffer = io.BytesIO()
-    build_psd(layers.flat, line, layers.strokes).save(buffer)
+    build_psd(layers.flat, line, layers.stroke_masks()).save(buffer)
     return buffer.getvalue()
 
 

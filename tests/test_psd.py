@@ -57,7 +57,7 @@ def test_the_psd_reads_back_with_its_layers_and_composite(coloured):
     assert all(layer.size == (150, 100) for layer in psd if not layer.name.startswith("paint"))
     paint = np.asarray(psd[1].composite(force=True))  # RGBA: the layer through its mask
     assert (paint[50, 50] == (230, 57, 70, 255)).all() and paint[5, 5, 3] == 0  # inside the circle; the paper
-    assert Image.fromarray(paint[..., 3]).getbbox() == layers.strokes[0][1].getbbox()  # where the stroke painted
+    assert Image.fromarray(paint[..., 3]).getbbox() == layers.stroke_masks()[0][1].getbbox()  # where the stroke painted
     ours, theirs = np.asarray(layers.image).astype(int), composite(path).astype(int)
     line = np.asarray(drawing())
     solid = (line == 0) | (line == 255)  # pure ink or pure paper: sRGB and linear-light multiply agree
