@@ -105,6 +105,7 @@ class LineStyleConfig:
     xdog_tau: List[float] = field(default_factory=lambda: [0.95, 0.99])  # weight range of the coarser Gaussian
     xdog_epsilon: List[float] = field(default_factory=lambda: [-0.02, 0.0])  # threshold range (lower = fewer lines)
     xdog_phi: List[float] = field(default_factory=lambda: [50.0, 300.0])  # sharpness range (large = binary lines)
+    xdog_colour: float = 0.5  # probability an XDoG sample also gets lines where the colour changes (light shapes on white)
     jitter: float = 1.5  # varied: smooth displacement up to this many px
     thickness: float = 1.0  # varied: lines up to this many px thicker or thinner on each side
     gaps: float = 0.15  # varied: up to this share of the ink erased in small blobs
@@ -338,7 +339,7 @@ def validate_lines(lines: LineStyleConfig) -> None:
             raise ConfigError(f"lines.{key}={getattr(lines, key)} must be >= 0")
     if not 0 <= lines.thickness <= 1:
         raise ConfigError(f"lines.thickness={lines.thickness} must be in [0, 1] (px each side)")
-    for key in ("gaps", "lightness"):
+    for key in ("gaps", "lightness", "xdog_colour"):
         if not 0 <= getattr(lines, key) <= 1:
             raise ConfigError(f"lines.{key}={getattr(lines, key)} must be in [0, 1]")
 

@@ -8,6 +8,8 @@ Each sample gets one source, drawn with the shares of ``LineStyleConfig`` (``art
 - artist: the dataset's line art unchanged;
 - xdog: lines extracted from the colour target with XDoG (``xdog``, the extractor that
   ``python -m data_prep folder`` uses too), its parameters drawn per sample from the config ranges;
+  with probability ``xdog_colour`` also a line wherever the colour changes (``colour_lines``, the
+  folder importer's default ``--lines colour``), so light shapes on white get their contours;
 - varied: the dataset's lines moved by a smooth jitter, made thicker or thinner, broken by small
   gaps, lightened, softened and given scan-like noise, each by an amount drawn per sample up to its
   config key.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+import kornia
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +28,7 @@ from .images import gaussian_blur
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, what PIL's convert("L") uses
 XDOG_TRUNCATE = 4.0  # Gaussian support in sigmas: scikit-image's default, so XDoG matches its reference form
+COLOUR_DELTA_E = (4.0, 10.0)  # CIE76 Delta E between neighbours: no line below the first, full ink from the second
 GAP_CELL = 4  # px: the scale of the noise whose low values become gaps in varied lines
 JITTER_CELL = 16  # px: the scale of the smooth displacement field that wobbles varied lines
 
@@ -61,6 +65,30 @@ def xdog(grey: torch.Tensor, sigma, k: float, tau, epsilon, phi, max_sigma: floa
     return lines.clamp(0, 1)
 
 
+def colour_change(rgb: torch.Tensor, sigma, max_sigma: float) -> torch.Tensor:
+    """Per pixel, the largest CIE76 Delta E to its 4 neighbours, in CIELAB (kornia's conversion, D65,
+    as scikit-image's) blurred by ``sigma`` px (float or (B,) tensor, 0 = none; ``max_sigma`` bounds
+    it). rgb (B, 3, H, W) in [0, 1] -> (B, 1, H, W): 0 in flat colour, about 100 at black on white.
+    Both pixels of a changing pair get the value, so a sharp edge gives a 2 px line."""
+    lab = kornia.color.rgb_to_lab(rgb.float())  # (B, 3, H, W): L in [0, 100], a and b in about [-128, 127]
+    sigma = torch.as_tensor(sigma, dtype=lab.dtype, device=lab.device).expand(rgb.shape[0])
+    if max_sigma > 0:
+        lab = gaussian_blur(lab, sigma, max_sigma, XDOG_TRUNCATE)
+    across = (lab[..., 1:] - lab[..., :-1]).norm(dim=1, keepdim=True)  # (B, 1, H, W-1)
+    down = (lab[..., 1:, :] - lab[..., :-1, :]).norm(dim=1, keepdim=True)  # (B, 1, H-1, W)
+    across = torch.maximum(F.pad(across, (1, 0)), F.pad(across, (0, 1)))  # (B, 1, H, W): left or right pair
+    down = torch.maximum(F.pad(down, (0, 0, 1, 0)), F.pad(down, (0, 0, 0, 1)))
+    return torch.maximum(across, down)
+
+
+def colour_lines(rgb: torch.Tensor, sigma, max_sigma: float, delta_e=COLOUR_DELTA_E) -> torch.Tensor:
+    """Lines where the colour changes: ``colour_change`` through a soft ramp from ``delta_e[0]`` (no
+    ink) to ``delta_e[1]`` (full ink), so anti-aliased edges stay soft. rgb (B, 3, H, W) in [0, 1]
+    -> (B, 1, H, W) in [0, 1]: paper 1, lines towards 0."""
+    low, high = delta_e
+    return 1 - ((colour_change(rgb, sigma, max_sigma) - low) / (high - low)).clamp(0, 1)
+
+
 def luma(color: torch.Tensor) -> torch.Tensor:
     """color (B, 3, H, W) in [-1, 1] -> grey (B, 1, H, W) in [0, 1]."""
     weights = torch.tensor(LUMA, dtype=color.dtype, device=color.device).view(1, 3, 1, 1)
@@ -74,12 +102,18 @@ def _uniform(low: float, high: float, batch: int, device) -> torch.Tensor:
 
 def xdog_from_color(cfg, color: torch.Tensor) -> torch.Tensor:
     """XDoG line art of each colour target, with sigma, tau, epsilon and phi drawn uniform in the
-    config's ranges per sample. color (B, 3, H, W) in [-1, 1] -> (B, 1, H, W) in [-1, 1]."""
+    config's ranges per sample, and with probability ``xdog_colour`` per sample the lines where its
+    colour changes on top (``colour_lines`` at the same sigma). color (B, 3, H, W) in [-1, 1] ->
+    (B, 1, H, W) in [-1, 1]."""
     batch, device = color.shape[0], color.device
     sigma = _uniform(*cfg.xdog_sigma, batch, device)
     lines = xdog(luma(color.float()), sigma, cfg.xdog_k, _uniform(*cfg.xdog_tau, batch, device),
                  _uniform(*cfg.xdog_epsilon, batch, device), _uniform(*cfg.xdog_phi, batch, device),
                  max_sigma=max(cfg.xdog_sigma))
+    if cfg.xdog_colour > 0:
+        with_colour = (torch.rand(batch, device=device) < cfg.xdog_colour).view(batch, 1, 1, 1)
+        coloured = torch.minimum(lines, colour_lines((color.float() + 1) / 2, sigma, max(cfg.xdog_sigma)))
+        lines = torch.where(with_colour, coloured, lines)
     return lines * 2 - 1
 
 

@@ -4,7 +4,8 @@
     DIR/line/<id>.png   8-bit greyscale (mode L), black lines on white paper (255)
     DIR/color/<...>.png RGB, same size as the line image (several styles may share one)
     DIR/report.json     source, size, found, imported, groups, splits, skipped (reason -> files),
-                        duplicates (kept, dropped, kind), elapsed_s
+                        duplicates (kept, dropped, kind), elapsed_s, line_quality (coverage and
+                        precision of the line art against the colour contours: linequality.py)
     DIR/preview.png     a few random pairs from each split, for a person to check
 
 ``colorizer/data.py`` reads this and nothing else.
@@ -214,12 +215,21 @@ def preview(out: Path, records: list, seed: int = 0, per_split: int = 8, tile: i
 
 def finish(out: Path, records: list, report: dict, started: float) -> int:
     """Write everything, print a summary; exit status 1 when nothing usable was found."""
+    from .linequality import DEFAULT_ITEMS, line_quality  # it reads what write_outputs writes
+
     report["elapsed_s"] = round(time.time() - started, 2)
     report = write_outputs(out, records, report)
+    if records:
+        report["line_quality"] = line_quality(out, DEFAULT_ITEMS, workers=1)
+        (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     skipped = sum(report["skipped_count"].values())
     print(f"{out}: {report['imported']} pairs in {report['groups']} groups {report['splits']}; "
           f"{skipped} files skipped, {len(report['duplicates'])} duplicates removed "
           f"({report['elapsed_s']} s). Details in {out / 'report.json'}; check {out / 'preview.png'}")
+    if records:
+        quality = report["line_quality"]
+        print(f"line art against the colour contours (first {quality['images']} pairs): coverage "
+              f"{quality['coverage']}, precision {quality['precision']}")
     if not records:
         reasons = ", ".join(f"{k}: {v}" for k, v in report["skipped_count"].items()) or "no files"
         print(f"error: nothing usable was found in {report['source']} ({reasons})", file=sys.stderr)

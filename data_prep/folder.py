@@ -1,4 +1,5 @@
-"""A folder tree of colour illustrations -> pairs, line art extracted with XDoG (one pair per style).
+"""A folder tree of colour illustrations -> pairs, line art extracted from the colour (``--lines``:
+colour-aware by default, or XDoG of the luminance; one pair per style).
 
 Each file is its own group (its path relative to SRC), so adding files later never moves the
 existing ones between splits. Unusable files (corrupt, tiny, greyscale, no edges) and duplicates (same pixels,
@@ -19,10 +20,10 @@ from tqdm import tqdm
 
 from .common import (Source, collect, finish, image_files, list_files, new_report, one_thread, open_image, pair_id,
                      prepare_out, rel_name, skip, split_for, square)
-from .lineart import XDoG
+from .lineart import DEFAULT_LINES, LINE_EXTRACTORS, XDoG, extractor
 
 GREYSCALE = "essentially greyscale (mean chroma below --min-chroma)"
-EMPTY_LINES = "no line art found (smooth image: XDoG drew almost nothing)"
+EMPTY_LINES = "no line art found (smooth image: the line extractor drew almost nothing)"
 MIN_LINE_FRACTION = 0.002  # dark (< 128) pixels a line image needs: below this it teaches nothing
 
 
@@ -78,8 +79,8 @@ def convert_one(rel: str, root: Path, out: Path, size: int, styles: tuple):
         rgb = square(open_image(root / rel), size)
         base = pair_id(rel)
         lines = {}
-        for i, xdog in enumerate(styles):
-            line = xdog(rgb)
+        for i, style in enumerate(styles):
+            line = style(rgb)
             if (np.asarray(line) < 128).mean() >= MIN_LINE_FRACTION:
                 lines[i] = line
         if not lines:
@@ -98,7 +99,8 @@ def convert_one(rel: str, root: Path, out: Path, size: int, styles: tuple):
 
 def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, styles: list, min_size: int,
         min_chroma: float, near_distance: int) -> int:
-    """Import ``src`` into ``out``; ``styles`` is a list of ``lineart.XDoG`` settings (one pair per style)."""
+    """Import ``src`` into ``out``; ``styles`` is a list of line extractors (``lineart.extractor``, one
+    pair per style)."""
     started = time.time()
     src = Path(src)
     files = list_files(src)
@@ -124,7 +126,12 @@ def run(src: Path, out: Path, size: int, workers: int, overwrite: bool, styles: 
 def add_arguments(parser) -> None:
     defaults = XDoG()
     parser.add_argument("src", help="folder of colour illustrations")
-    xdog = parser.add_argument_group("XDoG line extraction (sigma in output pixels)")
+    parser.add_argument("--lines", choices=LINE_EXTRACTORS, default=DEFAULT_LINES,
+                        help=f"line extraction: colour = XDoG's lines plus a line wherever the colour changes "
+                             f"(finds the contours of light shapes on white); xdog = XDoG of the luminance only "
+                             f"(default {DEFAULT_LINES})")
+    xdog = parser.add_argument_group("XDoG settings, of --lines xdog and of colour's luminance lines "
+                                     "(sigma in output pixels)")
     xdog.add_argument("--sigma", type=float, default=defaults.sigma,
                       help=f"finer Gaussian sigma; bolder lines when larger (default {defaults.sigma})")
     xdog.add_argument("--k", type=float, default=defaults.k, help=f"coarse/fine sigma ratio (default {defaults.k})")
@@ -149,14 +156,15 @@ def add_arguments(parser) -> None:
 
 
 def run_args(args) -> int:
-    styles = [XDoG(sigma, args.k, args.tau, args.epsilon, args.phi) for sigma in (args.styles or [args.sigma])]
+    styles = [extractor(args.lines, XDoG(sigma, args.k, args.tau, args.epsilon, args.phi))
+              for sigma in (args.styles or [args.sigma])]
     return run(args.src, args.out, args.size, args.workers, args.overwrite, styles, args.min_size, args.min_chroma,
                args.near_distance)
 
 
 SOURCE = Source(
-    name="folder", help="a folder tree of colour illustrations; line art extracted with XDoG",
+    name="folder", help="a folder tree of colour illustrations; line art extracted from the colour",
     description="Import colour illustrations (PNG, JPEG, WebP, BMP, TIFF, GIF first frame; searched recursively). "
-                "Resized so the short side is --size, centre-cropped, line art extracted with XDoG. Corrupt, tiny "
+                "Resized so the short side is --size, centre-cropped, line art extracted (--lines). Corrupt, tiny "
                 "and greyscale files and duplicates are left out and listed in report.json.",
     add_arguments=add_arguments, run=run_args)

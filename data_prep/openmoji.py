@@ -1,9 +1,9 @@
 """OpenMoji: each SVG rendered whole (colour) and with only its ``line`` group (the artist's line art).
 
-``--lines xdog`` keeps the same pairs, ids, groups and splits but gives each the line art that the
-folder importer would extract from the colour render (``lineart.XDoG`` at its defaults): an
-out-of-style test set that anyone can rebuild, with no group in another split than in the
-artist-line set.
+``--lines xdog`` (or ``colour``) keeps the same pairs, ids, groups and splits but gives each the line
+art that the folder importer would extract from the colour render (``lineart.extractor`` at its
+defaults): an out-of-style test set that anyone can rebuild, with no group in another split than in
+the artist-line set.
 
 OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0 (attribution and share-alike).
 """
@@ -20,12 +20,12 @@ import numpy as np
 from PIL import Image
 
 from .common import Source, collect, finish, new_report, one_thread, prepare_out, split_for
-from .lineart import XDoG
+from .lineart import LINE_EXTRACTORS, extractor
 
 LICENCE = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 SVG_NS = "http://www.w3.org/2000/svg"
 SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}  # Fitzpatrick modifiers in file names
-LINES = ("artist", "xdog")  # --lines: the SVG's own line group, or XDoG of the colour render
+LINES = ("artist", *LINE_EXTRACTORS)  # --lines: the SVG's own line group, or extracted from the colour render
 WHITE = 250  # a line layer with no pixel darker than this renders (almost) fully white: nothing to learn
 ET.register_namespace("", SVG_NS)  # serialise the default namespace without an ns0: prefix
 
@@ -73,8 +73,9 @@ def render(svg_text: str, size: int) -> Image.Image:
 
 
 def convert_one(path: Path, out: Path, size: int, lines: str = "artist"):
-    """-> (record, None) or (None, (reason, file name)). ``lines`` "xdog": the line art is XDoG of the
-    colour render; the same SVGs are kept or skipped as for "artist", so both sets hold the same ids."""
+    """-> (record, None) or (None, (reason, file name)). ``lines`` other than "artist": the line art is
+    extracted from the colour render; the same SVGs are kept or skipped as for "artist", so every set
+    holds the same ids."""
     try:
         text = path.read_text(encoding="utf-8")
         line_svg = line_only(text)
@@ -84,8 +85,8 @@ def convert_one(path: Path, out: Path, size: int, lines: str = "artist"):
         if np.asarray(line).min() > WHITE:
             return None, ("empty line layer (renders white)", path.name)
         color = render(text, size)
-        if lines == "xdog":
-            line = XDoG()(color)
+        if lines != "artist":
+            line = extractor(lines)(color)
     except (ValueError, ET.ParseError, OSError, UnicodeDecodeError) as err:
         return None, (f"unreadable SVG ({type(err).__name__})", path.name)
     stem = path.stem
@@ -94,7 +95,11 @@ def convert_one(path: Path, out: Path, size: int, lines: str = "artist"):
     group = group_of(stem)
     return {"id": stem, "group": group, "split": split_for(group), "line": f"line/{stem}.png",
             "color": f"color/{stem}.png", "source": f"openmoji:{path.name}",
-            "style": "artist" if lines == "artist" else XDoG().describe()}, None
+            "style": describe_lines(lines)}, None
+
+
+def describe_lines(lines: str) -> str:
+    return "artist" if lines == "artist" else extractor(lines).describe()
 
 
 def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0, lines: str = "artist") -> int:
@@ -102,7 +107,7 @@ def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0, lin
     files = svg_files(limit)
     out = prepare_out(out, overwrite)
     report = new_report("openmoji", size, len(files), licence=LICENCE,
-                        lines="artist" if lines == "artist" else XDoG().describe())
+                        lines=describe_lines(lines))
     with Pool(max(1, workers), initializer=one_thread) as pool:
         records = collect(pool, partial(convert_one, out=out, size=size, lines=lines), files, report, "openmoji",
                           chunksize=16)
@@ -113,9 +118,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=0,
                         help="only the first N SVGs sorted by name (0 = all; for tests)")
     parser.add_argument("--lines", choices=LINES, default="artist",
-                        help="line art: the artist's line group (default), or xdog: extracted from the colour "
-                             "render as `python -m data_prep folder` does (same pairs and splits; an "
-                             "out-of-style test set)")
+                        help="line art: the artist's line group (default), or colour / xdog: extracted from the "
+                             "colour render as `python -m data_prep folder --lines` does (same pairs and splits; "
+                             "an out-of-style test set)")
 
 
 SOURCE = Source(

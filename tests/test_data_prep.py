@@ -327,7 +327,7 @@ def test_nothing_usable_exits_non_zero_with_a_report(tmp_path):
 def test_help_names_every_source_with_its_own_options():
     from data_prep.__main__ import SOURCES, build_parser
 
-    assert list(SOURCES) == ["openmoji", "folder", "pairs"]  # each declared by its own file
+    assert list(SOURCES) == ["openmoji", "folder", "pairs", "iconify"]  # each declared by its own file
     result = subprocess.run([sys.executable, "-m", "data_prep", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "manifest.jsonl" in result.stdout
     text = " ".join(result.stdout.split())  # argparse wraps long help lines

@@ -3,12 +3,13 @@ the shares, determinism, and that training's one input path applies it."""
 import numpy as np
 import pytest
 import torch
+from skimage.color import rgb2lab
 from skimage.filters import gaussian
 
 from colorizer.config import ConfigError, load_config
-from colorizer.linestyle import LineStyle, luma, restyle, vary, xdog, xdog_from_color
+from colorizer.linestyle import LineStyle, colour_change, luma, restyle, vary, xdog, xdog_from_color
 from colorizer.step import build_parts, prepare_inputs
-from data_prep.lineart import XDoG
+from data_prep.lineart import ColourLines, XDoG
 
 NO_VARIATION = {"jitter": 0.0, "thickness": 0.0, "gaps": 0.0, "lightness": 0.0, "blur": 0.0, "noise": 0.0}
 
@@ -49,15 +50,16 @@ def test_xdog_matches_the_scikit_image_form(sigma, tau, epsilon, phi):
 
 
 def test_folder_importer_and_training_share_the_extractor():
-    """data_prep's XDoG and xdog_from_color at the same settings give the same lines."""
+    """data_prep's XDoG and ColourLines and xdog_from_color at the same settings give the same lines."""
     _, color = drawing(batch=1)
     from colorizer.images import to_pil
     image = to_pil(color[0])
-    ours = np.asarray(XDoG()(image), dtype=np.float64) / 255
-    cfg = lines_cfg(xdog_sigma="[0.8,0.8]", xdog_tau="[0.98,0.98]", xdog_epsilon="[-0.01,-0.01]",
-                    xdog_phi="[200,200]")
-    training = (xdog_from_color(cfg, color)[0, 0].numpy() + 1) / 2
-    assert np.abs(ours - training).max() < 0.02  # uint8 rounding and PIL's integer luma
+    for extractor, share in ((XDoG(), 0), (ColourLines(), 1)):
+        ours = np.asarray(extractor(image), dtype=np.float64) / 255
+        cfg = lines_cfg(xdog_sigma="[0.8,0.8]", xdog_tau="[0.98,0.98]", xdog_epsilon="[-0.01,-0.01]",
+                        xdog_phi="[200,200]", xdog_colour=share)
+        training = (xdog_from_color(cfg, color)[0, 0].numpy() + 1) / 2
+        assert np.abs(ours - training).max() < 0.02  # uint8 rounding and PIL's integer luma
 
 
 def test_line_styles_are_on_by_default():
@@ -98,6 +100,38 @@ def test_xdog_lines_come_from_the_colour_target():
     torch.manual_seed(1)
     torch.multinomial(torch.tensor([0.0, 1.0, 0.0]).expand(4, -1), 1, replacement=True)  # restyle's draw
     assert torch.equal(out, xdog_from_color(lines_cfg(artist=0, xdog=1, varied=0), color))
+
+
+def test_xdog_colour_adds_the_contours_of_light_shapes():
+    """A light-yellow box on white, no outline: luminance XDoG draws almost nothing of it; with
+    xdog_colour 1 every sample gets the box's contour, and nothing inside it or on the paper."""
+    color = torch.ones(3, 3, 40, 72)
+    color[:, 2, 10:30, 16:56] = 0.2  # (1, 1, 0.2) in [-1, 1]: yellow
+    plain = xdog_from_color(lines_cfg(xdog_colour=0), color)
+    coloured = xdog_from_color(lines_cfg(xdog_colour=1), color)
+    contour = torch.zeros(40, 72, dtype=torch.bool)
+    contour[9:31, 15:57], contour[11:29, 17:55] = True, False  # 1 px either side of the box's edge
+    for y, x in ((9, 15), (9, 54), (28, 15), (28, 54)):
+        contour[y:y + 3, x:x + 3] = False  # the blur rounds the corners
+    assert (plain[:, 0][:, contour] < 0).float().mean() < 0.5
+    assert (coloured[:, 0][:, contour] < 0).all()
+    assert (coloured[:, 0][:, 14:26, 22:50] > 0.99).all() and (coloured[:, 0][:, :5] > 0.99).all()
+    torch.manual_seed(3)
+    half = xdog_from_color(lines_cfg(xdog_colour=0.5), color[:1].expand(64, -1, -1, -1))
+    with_contour = (half[:, 0][:, contour] < 0).all(1).float().mean()
+    assert 0.25 < with_contour < 0.75  # about half of the samples
+
+
+def test_colour_change_is_cie76_delta_e_of_scikit_images_lab():
+    rgb = torch.rand(2, 3, 9, 14, generator=torch.Generator().manual_seed(0))
+    lab = rgb2lab(rgb[0].permute(1, 2, 0).numpy())
+    expected = np.zeros((9, 14))
+    across = np.linalg.norm(lab[:, 1:] - lab[:, :-1], axis=-1)
+    down = np.linalg.norm(lab[1:] - lab[:-1], axis=-1)
+    for target, source in ((expected[:, 1:], across), (expected[:, :-1], across), (expected[1:], down),
+                           (expected[:-1], down)):
+        np.maximum(target, source, out=target)
+    assert np.allclose(colour_change(rgb, 0.0, 0.0)[0, 0].numpy(), expected, atol=1e-2)
 
 
 @pytest.mark.parametrize("key,value", [("jitter", 2.0), ("thickness", 1.0), ("gaps", 0.5), ("lightness", 0.8),
@@ -170,6 +204,7 @@ def test_training_inputs_get_the_line_styles():
     (["--lines.gaps=1.5"], "lines.gaps"),
     (["--lines.noise=-0.1"], "lines.noise"),
     (["--lines.colour=1"], "colour"),
+    (["--lines.xdog_colour=1.5"], "lines.xdog_colour"),
 ])
 def test_bad_line_style_settings_are_named(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
