@@ -7,9 +7,11 @@ package itself is in ALLOWED_LICENCES; Twemoji, in any packaging, is refused: it
 evaluation set. Aliases (other names of an icon) and hidden icons (kept for old names) are left out.
 
 Groups, so that no emoji straddles two splits, in any set:
-- an icon that ``chars.json`` maps to a code-point sequence: ``emoji:`` + that sequence, upper-case hex,
-  without variation selectors (FE0E, FE0F) and skin-tone modifiers (``openmoji.group_of``), so a
-  skin-tone variant shares its base emoji's group, and the same emoji shares it across sets;
+- an icon that ``chars.json`` maps to a code-point sequence: OpenMoji's own group of that emoji
+  (``openmoji.group_of`` of its file name) when OpenMoji has it, so the emoji falls in the same split
+  as in the embedded dataset and a mix never tests on an emoji it trained on in another set; else the
+  sequence in upper-case hex without variation selectors (FE0E, FE0F) and skin-tone modifiers. Either
+  way a skin-tone variant shares its base emoji's group, and the same emoji shares it across sets;
 - any other icon: ``PREFIX:NAME`` with trailing skin-tone suffixes stripped (NAME_TONE), repeatedly
   (``handshake-light-dark`` -> ``handshake``). This errs towards grouping: ``bulb-light`` and
   ``bulb-dark`` share a group too, which costs nothing but keeps variants out of the other splits.
@@ -19,6 +21,7 @@ own box): the long side is --size, the padding white, the result antialiased in 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -36,7 +39,7 @@ import numpy as np
 from . import lineart
 from .common import PrepError, Source, collect, finish, new_report, one_thread, prepare_out, skip, split_for
 from .folder import MIN_LINE_FRACTION
-from .openmoji import group_of, render
+from .openmoji import group_of, render, svg_files
 
 SCOPE = "@iconify-json/"
 SET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # Iconify prefixes; also keeps names from reading as npm options
@@ -161,19 +164,43 @@ def licence_of(root: Path, package: dict, info: dict) -> str:
     return spdx
 
 
+def emoji_key(sequence: str) -> str:
+    """A code-point sequence (``1f44b-1F3FD``, ``2764-fe0f``) -> the emoji's key across sets: upper-case
+    4-digit hex, no variation selectors, no skin tones (``1F44B``, ``2764``). ValueError if not hex."""
+    parts = [f"{int(p, 16):04X}" for p in str(sequence).split("-")]
+    return group_of("-".join(p for p in parts if p not in VARIATION_SELECTORS))
+
+
+@functools.lru_cache(maxsize=1)
+def openmoji_groups() -> dict:
+    """{emoji_key: OpenMoji's group} for every emoji of the embedded OpenMoji ({} without it)."""
+    try:
+        stems = [path.stem for path in svg_files()]
+    except (FileNotFoundError, ImportError):
+        return {}
+    found: dict = {}
+    for stem in stems:
+        try:
+            found.setdefault(emoji_key(stem), set()).add(group_of(stem))
+        except ValueError:
+            continue  # OpenMoji's extra, non-Unicode icons (named, not code points)
+    return {key: min(groups) for key, groups in found.items()}
+
+
 def emoji_groups(chars: dict) -> dict:
-    """chars.json {"1f44b-1f3fd": "waving-hand-medium", ...} -> {icon name: "emoji:1F44B"}. Several
-    sequences of one icon: the shortest normalised one (then the smallest)."""
-    groups = {}
+    """chars.json {"1f44b-1f3fd": "waving-hand-medium", ...} -> {icon name: group}: OpenMoji's group
+    of the emoji where it has one (``1F44B``; ``2764-FE0F``), else its ``emoji_key``. Several
+    sequences of one icon: the shortest key (then the smallest)."""
+    keys = {}
     for sequence, name in chars.items():
         try:
-            parts = [f"{int(p, 16):04X}" for p in str(sequence).split("-")]
+            key = emoji_key(sequence)
         except ValueError:
             continue  # not a code-point sequence: the icon falls back to its name's group
-        key = group_of("-".join(p for p in parts if p not in VARIATION_SELECTORS))
-        if name not in groups or (len(key), key) < (len(groups[name]), groups[name]):
-            groups[name] = key
-    return {name: f"emoji:{key}" for name, key in groups.items()}
+        if name not in keys or (len(key), key) < (len(keys[name]), keys[name]):
+            keys[name] = key
+    openmoji = openmoji_groups()
+    return {name: openmoji.get(key, key) for name, key in keys.items()}
 
 
 def name_group(prefix: str, name: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from data_prep import iconify, lineart
+from data_prep.openmoji import svg_files
 from data_prep.__main__ import main
 from data_prep.common import split_for
 
@@ -99,8 +100,8 @@ def test_import_from_folder_and_tgz_writes_pairs_groups_and_report(tmp_path, pac
             assert (np.asarray(line) < 128).any()
     # one emoji, one group: skin-tone variant with its base, and across sets (FE0F ignored)
     hands = {records[i]["group"] for i in ("testemoji_waving-hand", "testemoji_waving-hand-medium", "otheremoji_hand")}
-    assert hands == {"emoji:1F44B"}
-    assert records["testemoji_grinning"]["group"] == "emoji:1F600"
+    assert hands == {"1F44B"}  # OpenMoji's own group of the emoji: the same split as in OpenMoji
+    assert records["testemoji_grinning"]["group"] == "1F600"
     assert records["otheremoji_star"]["group"] == records["otheremoji_star-tone2"]["group"] == "otheremoji:star"
     assert records["testemoji_wide"]["group"] == "testemoji:wide"
     skipped = report["skipped"]
@@ -238,7 +239,11 @@ def test_name_group_strips_skin_tone_suffixes(name, group):
 def test_emoji_groups_ignore_case_variation_selectors_and_skin_tones():
     groups = iconify.emoji_groups({"23-fe0f-20e3": "keycap", "1F44B-1F3FB": "wave-light",
                                    "1f3f3-fe0f-200d-1f308": "flag", "1f3f3-200d-1f308": "flag", "not-hex": "odd"})
-    assert groups == {"keycap": "emoji:0023-20E3", "wave-light": "emoji:1F44B", "flag": "emoji:1F3F3-200D-1F308"}
+    # OpenMoji's groups, FE0F as in its file names, so each emoji takes its OpenMoji split
+    assert groups == {"keycap": "0023-FE0F-20E3", "wave-light": "1F44B", "flag": "1F3F3-FE0F-200D-1F308"}
+    openmoji_stems = {path.stem for path in svg_files()}
+    assert {"0023-FE0F-20E3", "1F44B", "1F3F3-FE0F-200D-1F308"} <= openmoji_stems
+    assert iconify.emoji_groups({"e0ff0-1f3fb": "private"}) == {"private": "E0FF0"}  # not in OpenMoji: its key
 
 
 @pytest.mark.parametrize("spec", ["--help", "Noto", "../noto", ""])
