@@ -56,10 +56,11 @@ def scribble_map(color_path: Path) -> np.ndarray:
 
 
 def make_one(record: dict, root: Path, overwrite: bool):
-    """-> (written 0/1, None) or (None, (reason, colour file))."""
+    """-> ("written" or "kept", None) or (None, (reason, colour file)). Strings, not 0/1: ``collect``
+    drops falsy results, and a kept map must still be counted."""
     out = scribble_path(root, record)
     if out.is_file() and not overwrite:
-        return 0, None
+        return "kept", None
     try:
         rgba = scribble_map(root / record["color"])
     except Exception as err:  # noqa: BLE001  a bad image is reported, never stops the run
@@ -67,7 +68,7 @@ def make_one(record: dict, root: Path, overwrite: bool):
     tmp = out.with_suffix(".tmp.png")
     Image.fromarray(rgba, "RGBA").save(tmp)
     tmp.replace(out)  # never a half-written map
-    return 1, None
+    return "written", None
 
 
 def run(root: Path, splits: list, workers: int, overwrite: bool) -> int:
@@ -81,12 +82,12 @@ def run(root: Path, splits: list, workers: int, overwrite: bool) -> int:
     (root / SCRIBBLE_DIR).mkdir(exist_ok=True)
     report = {"skipped": {}}
     with Pool(max(1, workers), initializer=one_thread) as pool:
-        written = collect(pool, partial(make_one, root=root, overwrite=overwrite), unique, report, "scribbles")
+        outcomes = collect(pool, partial(make_one, root=root, overwrite=overwrite), unique, report, "scribbles")
     failed = {reason: sorted(files) for reason, files in report["skipped"].items()}
     import hintauc
 
-    summary = {"splits": splits, "colour_images": len(unique), "written": int(sum(written)),
-               "kept": len(written) - int(sum(written)), "failed": failed, "hintauc": hintauc.__version__,
+    summary = {"splits": splits, "colour_images": len(unique), "written": outcomes.count("written"),
+               "kept": outcomes.count("kept"), "failed": failed, "hintauc": hintauc.__version__,
                "path_method": PATH_METHOD, "map_size": MAP_SIZE, "elapsed_s": round(time.time() - started, 1)}
     (root / SCRIBBLE_DIR / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     lost = sum(len(v) for v in failed.values())

@@ -1,5 +1,6 @@
 """Region scribbles for training (issue 21, part 3): made once by ``python -m data_prep scribbles``
 with the Hint-AUC package, stored beside the pairs, and mixed into the spatial hints."""
+import json
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,14 @@ def test_data_prep_writes_the_protocol_scribbles_deterministically(scribbled):
     subprocess.run([sys.executable, "-m", "data_prep", "scribbles", str(scribbled), "--workers", "1", "--overwrite"],
                    cwd=ROOT, check=True, capture_output=True)
     assert first == {r["id"]: scribble_path(scribbled, r).read_bytes() for r in train_records}  # bit for bit
+    report = json.loads((scribbled / "scribbles" / "report.json").read_text())
+    assert report["written"] == report["colour_images"] == len(train_records) and report["kept"] == 0
+    scribble_path(scribbled, train_records[0]).unlink()  # a re-run makes only the missing map, and says so
+    subprocess.run([sys.executable, "-m", "data_prep", "scribbles", str(scribbled), "--workers", "1"],
+                   cwd=ROOT, check=True, capture_output=True)
+    report = json.loads((scribbled / "scribbles" / "report.json").read_text())
+    assert (report["written"], report["kept"]) == (1, len(train_records) - 1)
+    assert first == {r["id"]: scribble_path(scribbled, r).read_bytes() for r in train_records}
     agree = cases = 0
     for record in train_records:
         with Image.open(scribble_path(scribbled, record)) as im:
