@@ -34,6 +34,7 @@ from starlette.middleware import Middleware
 
 from colorizer.checkpoint import (DEMO_MODEL, EXPORT_CONFIG, EXPORT_DIR, LATEST, RUNS_DIR, atomic_write,
                                   find_checkpoint)
+from colorizer.config import data_roots
 from colorizer.hints import HintMode
 from colorizer.images import png_bytes
 from colorizer.psd import psd_bytes
@@ -150,11 +151,12 @@ def find_examples(data_root: Path = EXAMPLES_ROOT, limit: int = 8) -> list:
 
 def examples_for(colorizer: Colorizer, model_dir: Optional[Path] = None) -> list:
     """Example drawings: from the test split of the data the model was trained on when that folder
-    is here (a model trained at 96 px gets 96 px examples), else the PNGs shipped beside the model
-    (``model_dir/examples``, as models/demo has), else from EXAMPLES_ROOT's test split."""
-    own_data = Path(str(colorizer.config.data.root))
-    if (own_data / "manifest.jsonl").is_file():
-        return find_examples(own_data)
+    (the first of a mix that is) is here (a model trained at 96 px gets 96 px examples), else the PNGs
+    shipped beside the model (``model_dir/examples``, as models/demo has), else from EXAMPLES_ROOT's
+    test split."""
+    for own_data in data_roots(colorizer.config.data):
+        if (own_data / "manifest.jsonl").is_file():
+            return find_examples(own_data)
     shipped = sorted(str(p) for p in (Path(model_dir) / EXAMPLES_DIR).glob("*.png")) if model_dir else []
     return shipped or find_examples(EXAMPLES_ROOT)
 

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from .checkpoint import EXPORT_CONFIG
-from .config import PROJECT_ROOT, ConfigError, image_size, load_config
+from .config import PROJECT_ROOT, ConfigError, data_roots, image_size, load_config
 from .data import make_train_stream, missing_scribbles
 from .images import png_bytes
 from .models import build_generator
@@ -159,17 +159,19 @@ def bench_data(cfg, batch: int, device, seconds: float) -> dict:
     the DataLoader workers), then ``step.prepare_inputs`` (batched augmentation, line styles and hint simulation
     on ``device``). The first epoch decodes the PNGs ("cold"); later epochs read the in-memory uint8
     cache ("warm", the steady state)."""
-    root = Path(cfg.data.root)
-    if not (root / "manifest.jsonl").is_file():
-        return {"skipped": f"no prepared dataset at {root} (python -m data_prep openmoji --out {root} "
-                           f"--size {cfg.data.size})"}
+    roots = data_roots(cfg.data)
+    for root in roots:
+        if not (root / "manifest.jsonl").is_file():
+            return {"skipped": f"no prepared dataset at {root} (python -m data_prep openmoji --out {root} "
+                               f"--size {cfg.data.size})"}
     note = None
-    if cfg.hints.scribbles > 0 and missing_scribbles(root)[0]:  # training would make them first; a benchmark does not
-        note = (f"measured without region scribbles: the train split of {root} has no scribble maps "
-                f"(python -m data_prep scribbles {root})")
+    unscribbled = [root for root in roots if cfg.hints.scribbles > 0 and missing_scribbles(root)[0]]
+    if unscribbled:  # training would make them first; a benchmark does not
+        note = (f"measured without region scribbles: the train split of {unscribbled[0]} has no scribble maps "
+                f"(python -m data_prep scribbles {unscribbled[0]})")
         cfg = OmegaConf.merge(cfg, {"hints": {"scribbles": 0.0}})
     parts = build_parts(cfg, device)
-    stream = make_train_stream(cfg, root, DistInfo(), batch)
+    stream = make_train_stream(cfg, roots, DistInfo(), batch)
     per_epoch = len(stream.loader)
     rates, start = [], time.perf_counter()
     while (time.perf_counter() - start < seconds or len(rates) < 2) and len(rates) < 20:
@@ -180,7 +182,7 @@ def bench_data(cfg, batch: int, device, seconds: float) -> dict:
         rates.append(per_epoch * batch / (time.perf_counter() - epoch_start))
     return {"images_per_s_cold": rates[0], "images_per_s_warm": statistics.median(rates[1:]),
             "epochs": len(rates), "items": len(stream.loader.dataset), "workers": cfg.data.num_workers,
-            "batch": batch, "size": list(image_size(cfg.data)), "root": str(root), "note": note}
+            "batch": batch, "size": list(image_size(cfg.data)), "root": " + ".join(map(str, roots)), "note": note}
 
 
 @torch.inference_mode()

@@ -41,7 +41,7 @@ EXPORT_CONFIG = "config.json"  # {"format", "config", "step", "metrics", "percep
 # Entries training stores beside the config sections: not configuration, but facts about the run.
 CONFIG_NOTES = ("perceptual_status", "parent")
 ARCHITECTURE_KEYS = ("model",)  # what a run started from another model's weights must share with it
-RESUME_KEYS = ("model", "data.size", "data.width", "data.crop", "data.root")  # ... and a resumed run too
+RESUME_KEYS = ("model", "data.size", "data.width", "data.crop", "data.root", "data.shares")  # ... and a resumed run
 
 
 class CheckpointError(RuntimeError):

@@ -5,10 +5,11 @@ and the validation: an unknown key or a value of the wrong type is an error nami
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Union
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: F401  (MISSING re-exported for users)
@@ -21,8 +22,10 @@ CPU_RECIPE_MINUTES = 48  # its measured wall time on 2 CPU cores, data preparati
 
 @dataclass
 class DataConfig:
-    root: str = "data/openmoji256"  # prepared dataset folder (manifest.jsonl inside)
-    prepare: str = "openmoji"  # what to prepare when root is missing: "openmoji" or "none" (error)
+    # prepared dataset folder (manifest.jsonl inside), or a list of them to train on a mix: [data/a,data/b]
+    root: Union[str, List[str]] = "data/openmoji256"
+    shares: List[float] = field(default_factory=list)  # mix: chance a train sample is each folder's ([] = by size)
+    prepare: str = "openmoji"  # what to prepare when the one root is missing: "openmoji" or "none" (error)
     size: int = 256  # working height: images are resized to (size, width or size)
     width: int = 0  # working width (0 = square, same as size)
     crop: int = 0  # random paired crop of this size after resizing (0 = no crop)
@@ -321,6 +324,35 @@ def validate(cfg: Any) -> None:
         raise ConfigError("train.keep_checkpoints must be >= 0")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
         raise ConfigError("data.max_bad_fraction must be in [0, 1]")
+    validate_mix(cfg.data)
+
+
+def validate_mix(data: DataConfig) -> None:
+    """data.root as one folder or a mix of distinct folders with distinct names (they prefix the
+    per-folder validation keys), and data.shares matching it. Whether the folders exist is checked
+    when training starts (``data.ensure_dataset``): a config is also read where the data is not."""
+    roots = _root_list(data)
+    if not roots or any(not r.strip() for r in roots):
+        raise ConfigError(f"data.root={roots} must name a prepared folder, or a list of them: [data/a,data/b]")
+    seen: dict = {}
+    for root in roots:
+        where = os.path.realpath(root)
+        if where in seen:
+            raise ConfigError(f"data.root lists the folder {root} twice ({seen[where]} and {root}): list each once")
+        seen[where] = root
+    names: dict = {}
+    for root in roots:
+        name = Path(root).name
+        if name in names:
+            raise ConfigError(f"data.root: {names[name]} and {root} have the same folder name {name!r}, which "
+                              f"would name both folders' validation metrics (val/{name}/...): rename one")
+        names[name] = root
+    shares = list(data.shares)
+    if shares and len(shares) != len(roots):
+        raise ConfigError(f"data.shares has {len(shares)} values for the {len(roots)} folders of data.root "
+                          f"({', '.join(roots)}): give one share per folder, or none (proportional to their sizes)")
+    if shares and (min(shares) < 0 or sum(shares) <= 0):
+        raise ConfigError(f"data.shares={shares} must be >= 0 each with a positive sum")
 
 
 def validate_lines(lines: LineStyleConfig) -> None:
@@ -342,6 +374,16 @@ def validate_lines(lines: LineStyleConfig) -> None:
     for key in ("gaps", "lightness", "xdog_colour"):
         if not 0 <= getattr(lines, key) <= 1:
             raise ConfigError(f"lines.{key}={getattr(lines, key)} must be in [0, 1]")
+
+
+def _root_list(data: DataConfig) -> List[str]:
+    return [str(r) for r in ([data.root] if isinstance(data.root, str) else data.root)]
+
+
+def data_roots(data: DataConfig) -> List[Path]:
+    """The prepared dataset folders of ``data.root``, in order: one, or the folders of a mix (a
+    DataConfig, structured or plain; the one place that reads data.root)."""
+    return [Path(r) for r in _root_list(data)]
 
 
 def image_size(data: DataConfig) -> tuple:

@@ -1,9 +1,11 @@
 """Reads the prepared format written by ``data_prep`` (manifest.jsonl + line/ + color/ PNGs); never
 writes it, except that ``ensure_dataset`` runs ``python -m data_prep openmoji`` when asked to, and
 ``python -m data_prep scribbles`` when training needs region scribble maps that are missing.
-``make_train_stream`` is the training data path up to the device (then ``step.prepare_inputs``)."""
+``make_train_stream`` is the training data path up to the device (then ``step.prepare_inputs``), from
+one prepared folder or a mix of them (``config.data_roots``, drawn by ``mix_shares``)."""
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import subprocess
@@ -13,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from .config import PROJECT_ROOT, image_size
+from .config import PROJECT_ROOT, data_roots, image_size
 from .images import to_signed
-from .runtime import BatchStream, DistInfo, ResumableSampler, TrainingError, seed_worker
+from .runtime import BatchStream, DistInfo, MixSampler, ResumableSampler, TrainingError, seed_worker
 
 log = logging.getLogger(__name__)
 PREP_OUTPUTS = {"line", "color", "report.json", "preview.png"}  # what an interrupted data_prep run leaves
@@ -30,14 +32,18 @@ def scribble_path(root, record: dict) -> Path:
     return Path(root) / SCRIBBLE_DIR / f"{Path(record['color']).stem}.png"
 
 
-def ensure_dataset(cfg, scribbles: bool = False) -> Path:
-    """The prepared dataset folder ``cfg.root`` (a DataConfig), preparing OpenMoji there first when it
-    has no manifest and ``cfg.prepare == "openmoji"``; with ``scribbles`` (``hints.scribbles > 0``),
-    also the train split's region scribble maps when any is missing (``ensure_scribbles``)."""
-    root = ensure_pairs(cfg)
+def ensure_dataset(cfg, scribbles: bool = False) -> list:
+    """The prepared dataset folders of ``cfg.root`` (a DataConfig), as ``data_roots`` lists them, each
+    checked by ``ensure_pairs`` (one folder alone may be prepared there first); with ``scribbles``
+    (``hints.scribbles > 0``), also each folder's train region scribble maps when any is missing
+    (``ensure_scribbles``)."""
+    roots = data_roots(cfg)
+    for root in roots:
+        ensure_pairs(cfg, root, mix=len(roots) > 1)
     if scribbles:
-        ensure_scribbles(root)
-    return root
+        for root in roots:
+            ensure_scribbles(root)
+    return roots
 
 
 def missing_scribbles(root) -> tuple:
@@ -63,13 +69,22 @@ def ensure_scribbles(root) -> None:
                                 f"fix or remove those pairs, or train without them with --hints.scribbles=0")
 
 
-def ensure_pairs(cfg) -> Path:
-    """The prepared pairs of ``ensure_dataset``, without the scribble maps."""
-    root = Path(cfg.root)
+def ensure_pairs(cfg, root: Path, mix: bool = False) -> None:
+    """The prepared pairs of the folder ``root`` of ``ensure_dataset``, without the scribble maps:
+    FileNotFoundError naming the folder and the data_prep command when it has no manifest.jsonl,
+    unless it is the only folder (not ``mix``) and ``cfg.prepare == "openmoji"``: then OpenMoji is
+    prepared there. A folder of a mix is never prepared: which source it should hold is not known."""
+    root = Path(root)
     if (root / "manifest.jsonl").is_file():
-        return root
+        return
     size = max(cfg.size, cfg.width or cfg.size)  # never upsample at load time
     command = f"python -m data_prep openmoji --out {root} --size {size}"
+    if mix:
+        raise FileNotFoundError(
+            f"{root}, one of the folders of data.root, holds no prepared dataset (manifest.jsonl missing); the "
+            f"folders of a mix are never prepared automatically. Prepare it with `{command}` (or "
+            f"`python -m data_prep folder SRC --out {root}` / `pairs SRC --out {root}`; see "
+            f"`python -m data_prep --help`), or remove it from data.root")
     if cfg.prepare != "openmoji":
         raise FileNotFoundError(
             f"no prepared dataset at {root} (manifest.jsonl missing). Prepare one with `{command}` "
@@ -86,7 +101,6 @@ def ensure_pairs(cfg) -> Path:
         args.append("--overwrite")
     if subprocess.run(args, cwd=PROJECT_ROOT).returncode != 0 or not (root / "manifest.jsonl").is_file():
         raise FileNotFoundError(f"preparing OpenMoji into {root} failed (see the messages above)")
-    return root
 
 
 def read_manifest(root, split: str | None = None) -> list:
@@ -246,19 +260,61 @@ class PairDataset(Dataset):
         return name
 
 
-def make_train_stream(cfg, root: Path, dist: DistInfo, batch_size: int) -> BatchStream:
-    """Endless, resumable, rank-sharded batches of the train split (uint8 cache in the workers; the
-    crop, flip and hints happen batched on the device in ``step.prepare_inputs``)."""
-    dataset = PairDataset(root, "train", size=image_size(cfg.data), cache=cfg.data.cache,
-                          max_items=cfg.data.max_items, cache_copies=max(1, cfg.data.num_workers),
-                          scribbles=cfg.hints.scribbles > 0)
+class MixDataset(ConcatDataset):
+    """The train splits of a mix's folders end to end (a ``PairDataset`` each, in data.root's order).
+    Items are PairDataset's, with ``index`` counted across the folders (what ``MixSampler`` draws)
+    and ``source``, the position of the item's folder in data.root."""
+
+    def __getitem__(self, index: int) -> dict:
+        source = bisect.bisect_right(self.cumulative_sizes, index)
+        offset = self.cumulative_sizes[source - 1] if source else 0
+        item = self.datasets[source][index - offset]
+        return {**item, "index": offset + item["index"], "source": source}
+
+
+def train_sizes(data, roots) -> list:
+    """The train pairs of each prepared folder in ``roots`` that training reads (``data.max_items``)."""
+    return [len(read_manifest(root, "train")[: data.max_items or None]) for root in roots]
+
+
+def mix_shares(data, sizes) -> list:
+    """The chance that a training sample comes from each folder of data.root, summing to 1:
+    ``data.shares`` normalised, or, when it is empty, proportional to ``sizes`` (the folders' train
+    pairs, ``train_sizes``)."""
+    weights = [float(w) for w in (list(data.shares) or sizes)]
+    if sum(weights) <= 0:
+        raise TrainingError(f"the train splits of {', '.join(map(str, data_roots(data)))} are all empty: "
+                            f"nothing to train on")
+    return [w / sum(weights) for w in weights]
+
+
+def make_train_stream(cfg, roots, dist: DistInfo, batch_size: int) -> BatchStream:
+    """Endless, resumable, rank-sharded batches of the train split of the prepared folders ``roots``
+    (``ensure_dataset``'s list; one Path is one folder) (uint8 cache in the workers; the crop, flip
+    and hints happen batched on the device in ``step.prepare_inputs``). One folder: its pairs
+    shuffled per epoch (``ResumableSampler``). A mix: ``MixDataset`` drawn by ``mix_shares``
+    (``MixSampler``), each folder with its own region scribble maps. ``train.overfit_batches`` takes
+    the first pairs, in order (of the first folder of a mix)."""
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    datasets = [PairDataset(root, "train", size=image_size(cfg.data), cache=cfg.data.cache,
+                            max_items=cfg.data.max_items, cache_copies=max(1, cfg.data.num_workers),
+                            scribbles=cfg.hints.scribbles > 0) for root in roots]
+    dataset = datasets[0] if len(datasets) == 1 else MixDataset(datasets)
     if cfg.train.overfit_batches:
         dataset = Subset(dataset, range(min(len(dataset), cfg.train.overfit_batches * batch_size)))
     if len(dataset) < batch_size * dist.world_size:
-        raise TrainingError(f"the train split of {root} has {len(dataset)} pairs, fewer than one batch "
-                            f"({batch_size} x {dist.world_size} ranks): lower train.batch_size")
-    sampler = ResumableSampler(len(dataset), cfg.train.seed, dist.rank, dist.world_size,
-                               shuffle=not cfg.train.overfit_batches)
+        raise TrainingError(f"the train split of {' + '.join(map(str, roots))} has {len(dataset)} pairs, fewer than "
+                            f"one batch ({batch_size} x {dist.world_size} ranks): lower train.batch_size")
+    if len(datasets) > 1 and not cfg.train.overfit_batches:
+        shares = mix_shares(cfg.data, [len(d) for d in datasets])
+        for root, folder, share in zip(roots, datasets, shares):
+            if share > 0 and not len(folder):
+                raise TrainingError(f"the train split of {root} is empty, but data.shares gives it {share:.3g} of the "
+                                    f"training samples: give it a share of 0 (validation only), or prepare its data")
+        sampler = MixSampler([len(d) for d in datasets], shares, cfg.train.seed, dist.rank, dist.world_size)
+    else:
+        sampler = ResumableSampler(len(dataset), cfg.train.seed, dist.rank, dist.world_size,
+                                   shuffle=not cfg.train.overfit_batches)
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
         num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),

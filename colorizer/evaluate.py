@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import image_size
-from .data import PairDataset, mean_color
+from .data import PairDataset, mean_color, mix_shares, train_sizes
 from .extra_metrics import ExtraMetrics
 from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
 from .images import to_array, to_pil, to_signed
@@ -168,9 +168,32 @@ def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=Non
     return acc, per_image, dataset
 
 
-def validate(cfg, generator, root: Path, device, autocast) -> dict:
-    """Validation during training: the per-mode table on the val split (``train.val_items`` pairs),
-    as keys like ``val/none/psnr_color`` and ``val/spatial/hint_error``; {} when the split is empty."""
+def validate(cfg, generator, roots: list, device, autocast) -> dict:
+    """Validation during training: the per-mode table on the val split of each prepared folder in
+    ``roots`` (``train.val_items`` pairs each), as keys like ``val/none/psnr_color`` and
+    ``val/spatial/hint_error``; {} when every split is empty.
+
+    A mix (several folders) adds each folder's own table under its name, ``val/NAME/none/psnr_color``,
+    and ``val/MODE/METRIC`` becomes the mean of the folders' values weighted by their training shares
+    (``data.mix_shares``): the metric on the mix the model trains on, which ``train.best_metric``
+    (``val/none/psnr_color``) then follows. A folder with an empty val split is left out of the mean."""
+    tables = [validate_folder(cfg, generator, root, device, autocast) for root in roots]
+    if len(tables) == 1:
+        return tables[0]
+    sizes = [] if len(cfg.data.shares) else train_sizes(cfg.data, roots)  # the default shares go by size
+    shares = mix_shares(cfg.data, sizes)
+    metrics = {f"val/{root.name}/{key.split('/', 1)[1]}": value
+               for root, table in zip(roots, tables) for key, value in table.items()}
+    for key in sorted({key for table in tables for key in table}):
+        weighted = [(share, table[key]) for share, table in zip(shares, tables)
+                    if share > 0 and not math.isnan(table.get(key, math.nan))]
+        total = sum(share for share, _ in weighted)
+        metrics[key] = sum(share * value for share, value in weighted) / total if total else math.nan
+    return metrics
+
+
+def validate_folder(cfg, generator, root: Path, device, autocast) -> dict:
+    """``validate`` on one prepared folder: ``val/MODE/METRIC`` keys; {} when its val split is empty."""
     try:
         acc, _, _ = run_protocol(generator, cfg, root, "val", device, autocast=autocast,
                                  batch_size=cfg.train.batch_size, max_items=cfg.train.val_items or cfg.data.max_items,

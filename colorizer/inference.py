@@ -34,7 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import CONFIG_NOTES, GeneratorFile, ModelLoadError, read_generator
 from .composite import enlarge, flat_colour, line_layer, multiply
-from .config import Config, ConfigError, from_dict, image_size
+from .config import Config, ConfigError, data_roots, from_dict, image_size
 from .fills import flat_fill, region_grid
 from .images import flatten_image, to_array, to_signed
 from .models import build_generator
@@ -256,9 +256,12 @@ class Colorizer:
     # ---------------------------------------------------------------- facts
     @property
     def trained_on_openmoji(self) -> bool:
-        """Whether the training data was OpenMoji (its CC BY-SA licence asks for attribution): by the
-        dataset folder's name, or by its manifest when that folder is at hand."""
-        root = Path(str(self.config.data.root))
+        """Whether the training data was or included OpenMoji (its CC BY-SA licence asks for
+        attribution): by a dataset folder's name, or by its manifest when that folder is at hand."""
+        return any(self._openmoji_folder(root) for root in data_roots(self.config.data))
+
+    @staticmethod
+    def _openmoji_folder(root: Path) -> bool:
         if "openmoji" in root.name.lower():
             return True
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .config import ConfigError, parse_cli, to_dict
+from .config import ConfigError, data_roots, parse_cli, to_dict
 from .data import ensure_dataset, make_train_stream
 from .runtime import DistInfo, TrainingError, pick_device, seed_everything
 from .step import build_parts, prepare_inputs, train_step
@@ -63,12 +63,12 @@ def range_test(cfg, lrs: list) -> dict:
     and the perceptual loss status."""
     device = pick_device(cfg.train.device, DistInfo())
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    root = ensure_dataset(cfg.data, scribbles=cfg.hints.scribbles > 0)
-    stream = make_train_stream(cfg, root, DistInfo(), cfg.train.batch_size)
+    roots = ensure_dataset(cfg.data, scribbles=cfg.hints.scribbles > 0)
+    stream = make_train_stream(cfg, roots, DistInfo(), cfg.train.batch_size)
     parts = build_parts(cfg, device)
     d_ratio = cfg.train.lr_d / cfg.train.lr_g
-    print(f"lr_find on {root} | device {device} | amp {parts.amp_dtype or 'fp32'} | lr_d = {d_ratio:g} x lr_g | "
-          f"perceptual {parts.perceptual.status}", flush=True)
+    print(f"lr_find on {' + '.join(map(str, roots))} | device {device} | amp {parts.amp_dtype or 'fp32'} | "
+          f"lr_d = {d_ratio:g} x lr_g | perceptual {parts.perceptual.status}", flush=True)
 
     seen, losses, stopped, running, best = [], [], None, 0.0, math.inf
     with tqdm(lrs, desc="lr_find", disable=not cfg.log.progress, dynamic_ncols=True) as bar:
@@ -158,8 +158,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     values = out.with_suffix(".json")
-    title = (f"{Path(cfg.data.root).name}, {cfg.model.generator}{cfg.model.base_channels}, batch "
-             f"{cfg.train.batch_size}, {cfg.loss.gan}: {result['stopped'] or 'no divergence'}")
+    dataset = "+".join(root.name for root in data_roots(cfg.data))
+    title = (f"{dataset}, {cfg.model.generator}{cfg.model.base_channels}, batch {cfg.train.batch_size}, "
+             f"{cfg.loss.gan}: {result['stopped'] or 'no divergence'}")
     plot(points, suggested, title, out)
     values.write_text(json.dumps({
         "suggested_lr_g": suggested, "suggested_lr_d": suggested * result["lr_d_ratio"],

@@ -2,6 +2,7 @@
 together, seeds, resumable data order and batched on-device augmentation."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -228,10 +229,75 @@ class ResumableSampler(Sampler):
         return max(0, -(-self.size // self.world_size) - self.start)
 
 
+def largest_remainder(shares, total: int) -> list:
+    """Integer counts summing to ``total``, proportional to ``shares`` (which sum to 1): each gets
+    floor(share * total), and the draws left over go to the largest fractional parts (ties: first)."""
+    exact = [share * total for share in shares]
+    counts = [int(math.floor(x)) for x in exact]
+    by_fraction = sorted(range(len(shares)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_fraction[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+class MixSampler(Sampler):
+    """Indices into the end-to-end train splits of a mix's folders (``data.MixDataset``; folder i
+    holds ``sizes[i]`` pairs), each drawn from folder i with probability ``shares[i]``; resumable
+    and rank-sharded like ``ResumableSampler``.
+
+    An epoch is as long as the folders together (ceil(N / world_size) draws per rank). Folder i
+    gets round(shares[i] * length) of its draws (largest remainder), at places shuffled per epoch,
+    so shares hold in every epoch, not only on average. Each folder is read in shuffled passes that
+    carry on across epochs: every pair of a folder comes once before any comes twice, however small
+    its share. All of it follows from (seed, epoch), so a position (epoch, start) restores the exact
+    sequence; rank r takes every world_size-th draw from r."""
+
+    def __init__(self, sizes, shares, seed: int, rank: int = 0, world_size: int = 1):
+        self.sizes, self.rank, self.world_size = [int(n) for n in sizes], rank, world_size
+        self.entropy = seed % 2**64  # numpy's SeedSequence takes non-negative integers
+        self.per_rank = -(-sum(self.sizes) // world_size)
+        self.counts = largest_remainder(shares, self.per_rank * world_size)  # draws per folder, every epoch
+        empty = [i for i, (n, c) in enumerate(zip(self.sizes, self.counts)) if c and not n]
+        if empty:
+            raise ValueError(f"folders {empty} of the mix have no pairs but a share > 0")
+        self.offsets = np.cumsum([0, *self.sizes[:-1]]).tolist()
+        self.epoch = 0
+        self.start = 0  # samples of this rank's shard already consumed in this epoch
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _draws(self, folder: int, first: int, stop: int) -> np.ndarray:
+        """Draws ``first`` to ``stop`` - 1 of ``folder`` since training began: its pass p is a
+        permutation seeded by (seed, folder, p)."""
+        size = self.sizes[folder]
+        passes = range(first // size, (stop - 1) // size + 1)
+        items = np.concatenate([np.random.default_rng([self.entropy, 1, folder, p]).permutation(size)
+                                for p in passes])
+        begin = first - passes[0] * size
+        return items[begin : begin + stop - first]
+
+    def _shard(self) -> list:
+        sources = np.repeat(np.arange(len(self.sizes)), self.counts)
+        sources = np.random.default_rng([self.entropy, 0, self.epoch]).permutation(sources)
+        order = np.empty(len(sources), dtype=np.int64)
+        for folder, count in enumerate(self.counts):
+            if count:  # the same count every epoch: this epoch's draws of the folder start at epoch * count
+                order[sources == folder] = self.offsets[folder] + self._draws(folder, self.epoch * count,
+                                                                              (self.epoch + 1) * count)
+        return order[self.rank :: self.world_size].tolist()
+
+    def __iter__(self):
+        return iter(self._shard()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, self.per_rank - self.start)
+
+
 class BatchStream:
     """Endless batches over epochs; ``position()``/``restore()`` go into the checkpoint."""
 
-    def __init__(self, loader, sampler: ResumableSampler, batch_size: int):
+    def __init__(self, loader, sampler: ResumableSampler | MixSampler, batch_size: int):
         self.loader, self.sampler, self.batch_size = loader, sampler, batch_size
         self.epoch, self.batch = 0, 0
         self._it = None

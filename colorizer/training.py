@@ -41,9 +41,9 @@ def train(cfg) -> dict:
     seed_everything(cfg.train.seed + dist.rank, cfg.train.deterministic)
     if elastic_restart_count() and not cfg.train.resume:
         cfg.train.resume = "auto"  # torchrun restarted the worker group: continue the run, not a new one
-    root = prepare_dataset(cfg, dist)
+    roots = prepare_dataset(cfg, dist)
     parts = build_parts(cfg, device, dist)
-    stream = make_train_stream(cfg, root, dist, cfg.train.batch_size)
+    stream = make_train_stream(cfg, roots, dist, cfg.train.batch_size)
     parent = read_parent(cfg.train.init) if cfg.train.init else None  # fine-tuning: the model it starts from
     # perceptual_status: so no result is credited to a loss that did not run; parent: the lineage
     config = {**config_lib.to_dict(cfg), "perceptual_status": parts.perceptual.status,
@@ -59,7 +59,7 @@ def train(cfg) -> dict:
         init_from(parent, cfg.train.init, parts, config, dist)
     monitor = open_monitor(cfg, run_dir, config, parts, state, dist, device)
     probe = ActivationProbe(parts.generator)
-    samples = {split: fixed_samples(cfg, root, split, cfg.log.num_samples) for split in ("train", "val")} \
+    samples = {split: fixed_samples(cfg, roots, split, cfg.log.num_samples) for split in ("train", "val")} \
         if dist.is_main else {}
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def train(cfg) -> dict:
             if image_step:
                 log_sample_grids(monitor, parts, samples, run_dir, state.step)
             if val_step:
-                save(run_validation(cfg, parts, root, state, monitor, dist))
+                save(run_validation(cfg, parts, roots, state, monitor, dist))
             elif ckpt_step:
                 save()
         if stop.signal and state.step < steps:
@@ -144,7 +144,8 @@ def train(cfg) -> dict:
 # ---- setup ------------------------------------------------------------------------------------------
 
 def run_name(cfg, perceptual_on: bool) -> str:
-    """A name that reads as a tree of the experiment's choices, e.g. openmoji256.unet64.curriculum.perc1.lr2e-4."""
+    """A name that reads as a tree of the experiment's choices, e.g. openmoji256.unet64.curriculum.perc1.lr2e-4
+    (a mix's folders joined by +: openmoji256+iconify256.unet64...)."""
     if cfg.train.name:
         return cfg.train.name
     points = list(cfg.hints.curriculum)
@@ -152,18 +153,19 @@ def run_name(cfg, perceptual_on: bool) -> str:
     schedule = "curriculum" if len(points) > 1 and len({(p.spatial, p.palette, p.none) for p in points}) > 1 \
         else "+".join(sorted(modes))
     perc = f"perc{cfg.loss.perceptual_weight:g}" if perceptual_on else "percOFF"
-    dataset = Path(cfg.data.root).name
+    dataset = "+".join(root.name for root in config_lib.data_roots(cfg.data))
     return f"{dataset}.{cfg.model.generator}{cfg.model.base_channels}.{schedule}.{perc}.lr{cfg.train.lr_g:g}"
 
 
-def prepare_dataset(cfg, dist: DistInfo) -> Path:
-    """The prepared dataset folder, prepared (OpenMoji, and the region scribble maps when
-    ``hints.scribbles > 0``) by rank 0 first when missing."""
+def prepare_dataset(cfg, dist: DistInfo) -> list:
+    """The prepared dataset folders (``config.data_roots``), checked and, where missing, prepared
+    (OpenMoji for a single folder, and the region scribble maps when ``hints.scribbles > 0``) by
+    rank 0 first (``data.ensure_dataset``)."""
     if dist.is_main:
         ensure_dataset(cfg.data, scribbles=cfg.hints.scribbles > 0)
     if dist.enabled:
         torch_dist.barrier()
-    return Path(cfg.data.root)
+    return config_lib.data_roots(cfg.data)
 
 
 def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: DistInfo) -> None:
@@ -200,9 +202,12 @@ def from_main(value, dist: DistInfo):
     return holder[0]
 
 
-def fixed_samples(cfg, root: Path, split: str, count: int) -> dict:
-    dataset = PairDataset(root, split, size=config_lib.image_size(cfg.data), cache=False, max_items=cfg.data.max_items)
-    items = [dataset[i] for i in range(min(count, len(dataset)))]
+def fixed_samples(cfg, roots: list, split: str, count: int) -> dict:
+    """The first ``count`` pairs of ``split`` for the sample grids: line (N, 1, H, W) and color (N, 3, H, W)
+    in [-1, 1]; from a mix, taken in turn from each folder (the first of each, then the second ...)."""
+    datasets = [PairDataset(root, split, size=config_lib.image_size(cfg.data), cache=False,
+                            max_items=cfg.data.max_items) for root in roots]
+    items = [dataset[i] for i in range(count) for dataset in datasets if i < len(dataset)][:count]
     return {k: torch.stack([it[k] for it in items]) if items else torch.zeros(0) for k in ("line", "color")}
 
 
@@ -325,12 +330,12 @@ def log_sample_grids(monitor, parts: Parts, samples: dict, run_dir: Path, step: 
             monitor.image(f"samples/{split}/{mode}", grid, step, "line | hint | prediction | target")
 
 
-def run_validation(cfg, parts: Parts, root: Path, state: TrainState, monitor, dist: DistInfo) -> bool:
-    """Validate EMA-G on rank 0 (``evaluate.validate``), log it, and say on every rank whether
-    ``train.best_metric`` improved."""
+def run_validation(cfg, parts: Parts, roots: list, state: TrainState, monitor, dist: DistInfo) -> bool:
+    """Validate EMA-G on rank 0 on the val splits of ``roots`` (``evaluate.validate``), log it, and
+    say on every rank whether ``train.best_metric`` improved."""
     improved = False
     if dist.is_main:
-        state.metrics = validate(cfg, parts.ema.module.eval(), root, parts.device, parts.autocast)
+        state.metrics = validate(cfg, parts.ema.module.eval(), roots, parts.device, parts.autocast)
         monitor.log(state.metrics, state.step)
         value = state.metrics.get(cfg.train.best_metric)
         improved = value is not None and not math.isnan(value) and (

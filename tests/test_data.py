@@ -168,7 +168,7 @@ def test_order_is_seeded_and_resumes_mid_epoch(tmp_path):
 def test_unprepared_root_is_a_clear_error(tmp_path):
     root = make_dataset(tmp_path / "d", splits=("train",) * 4)
     cfg = DataConfig(root=str(root), prepare="none", size=32, width=48, num_workers=0)
-    assert ensure_dataset(cfg) == root
+    assert ensure_dataset(cfg) == [root]
     missing = DataConfig(root=str(tmp_path / "nothing"), prepare="none")
     with pytest.raises(FileNotFoundError, match="python -m data_prep openmoji"):
         ensure_dataset(missing)
