@@ -189,6 +189,10 @@ def write_outputs(out: Path, records: list, report: dict, seed: int = 0) -> dict
     report["splits"] = {name: counts.get(name, 0) for name, _ in SPLITS}
     report["skipped"] = {reason: sorted(files) for reason, files in sorted(report["skipped"].items())}
     report["skipped_count"] = {reason: len(files) for reason, files in report["skipped"].items()}
+    if records:  # measured on the manifest and images just written
+        from .linequality import DEFAULT_ITEMS, line_quality  # it imports this module
+
+        report["line_quality"] = line_quality(out, DEFAULT_ITEMS, workers=1)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if records:
         preview(out, records, seed).save(out / "preview.png")
@@ -215,13 +219,8 @@ def preview(out: Path, records: list, seed: int = 0, per_split: int = 8, tile: i
 
 def finish(out: Path, records: list, report: dict, started: float) -> int:
     """Write everything, print a summary; exit status 1 when nothing usable was found."""
-    from .linequality import DEFAULT_ITEMS, line_quality  # it reads what write_outputs writes
-
     report["elapsed_s"] = round(time.time() - started, 2)
     report = write_outputs(out, records, report)
-    if records:
-        report["line_quality"] = line_quality(out, DEFAULT_ITEMS, workers=1)
-        (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     skipped = sum(report["skipped_count"].values())
     print(f"{out}: {report['imported']} pairs in {report['groups']} groups {report['splits']}; "
           f"{skipped} files skipped, {len(report['duplicates'])} duplicates removed "

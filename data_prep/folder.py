@@ -20,11 +20,10 @@ from tqdm import tqdm
 
 from .common import (Source, collect, finish, image_files, list_files, new_report, one_thread, open_image, pair_id,
                      prepare_out, rel_name, skip, split_for, square)
-from .lineart import DEFAULT_LINES, LINE_EXTRACTORS, XDoG, extractor
+from .lineart import DEFAULT_LINES, LINE_EXTRACTORS, XDoG, extractor, has_lines
 
 GREYSCALE = "essentially greyscale (mean chroma below --min-chroma)"
 EMPTY_LINES = "no line art found (smooth image: the line extractor drew almost nothing)"
-MIN_LINE_FRACTION = 0.002  # dark (< 128) pixels a line image needs: below this it teaches nothing
 
 
 def chroma(rgb: Image.Image) -> float:
@@ -81,7 +80,7 @@ def convert_one(rel: str, root: Path, out: Path, size: int, styles: tuple):
         lines = {}
         for i, style in enumerate(styles):
             line = style(rgb)
-            if (np.asarray(line) < 128).mean() >= MIN_LINE_FRACTION:
+            if has_lines(line):
                 lines[i] = line
         if not lines:
             return [], (EMPTY_LINES, rel)

@@ -34,11 +34,9 @@ from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
 
 from . import lineart
 from .common import PrepError, Source, collect, finish, new_report, one_thread, prepare_out, skip, split_for
-from .folder import MIN_LINE_FRACTION
 from .openmoji import group_of, render, svg_files
 
 SCOPE = "@iconify-json/"
@@ -55,7 +53,7 @@ RESERVED = "twemoji"  # held out for evaluation: never imported, whatever the pa
 VARIATION_SELECTORS = {"FE0E", "FE0F"}
 NAME_TONE = re.compile(r"-(?:medium-light|medium-dark|light|medium|dark)(?:-skin-tone)?$|-tone-?[1-5]$")
 DEFAULT_BOX = 16  # Iconify's default width and height of an icon's box
-EMPTY_LINES = f"no line art found (fewer than {MIN_LINE_FRACTION:.1%} dark pixels)"
+EMPTY_LINES = f"no line art found (fewer than {lineart.MIN_LINE_FRACTION:.1%} dark pixels)"
 HIDDEN = "hidden icon (kept in the set only for old names)"
 NPM_MISSING = "this source needs npm (Node.js): apt install npm, or pass --package-dir with downloaded packages"
 
@@ -274,7 +272,7 @@ def convert_one(item: tuple, out: Path, size: int, lines: str):
     try:
         color = render(svg, size)  # (size, size) RGB on white
         line = extract_lines(color)  # (size, size) L, lines dark on 255
-        if (np.asarray(line) < 128).mean() < MIN_LINE_FRACTION:
+        if not lineart.has_lines(line):
             return None, (EMPTY_LINES, source)
         color.save(out / "color" / f"{pid}.png")
         line.save(out / "line" / f"{pid}.png")

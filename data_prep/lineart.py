@@ -59,6 +59,15 @@ class ColourLines:
         return f"colour delta_e={self.low:g}-{self.high:g} + {self.xdog.describe()}"
 
 
+INK_BELOW = 128  # line-art pixels darker than this are ink
+MIN_LINE_FRACTION = 0.002  # ink a line image needs: below this it teaches nothing
+
+
+def has_lines(line: Image.Image) -> bool:
+    """Whether mode L line art holds at least MIN_LINE_FRACTION of ink (pixels below INK_BELOW)."""
+    return float((np.asarray(line) < INK_BELOW).mean()) >= MIN_LINE_FRACTION
+
+
 LINE_EXTRACTORS = ("colour", "xdog")  # the --lines choices of the importers that extract line art from colour
 DEFAULT_LINES = "colour"  # the folder importer's default: it finds the contours of light shapes too
 

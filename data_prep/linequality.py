@@ -28,10 +28,10 @@ from colorizer.data import read_manifest
 from colorizer.linestyle import colour_change
 
 from .common import PrepError, collect, one_thread
+from .lineart import INK_BELOW
 
 BOUNDARY_DELTA_E = 10.0  # a colour boundary: neighbours this far apart in CIELAB (CIE76)
 TOLERANCE_PX = 2.0  # "within 2 px" of the definition, as a Euclidean distance
-INK_BELOW = 128  # line-art pixels darker than this are ink
 DEFAULT_ITEMS = 300  # images measured by default: the first N pairs of the manifest (by id)
 
 
