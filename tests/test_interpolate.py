@@ -1,0 +1,88 @@
+"""colorizer.interpolate: a fine-tune blended with its parent in weight space (WiSE-FT)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from colorizer.checkpoint import ModelLoadError, export_generator, read_generator, read_parent
+from colorizer.config import load_config, to_dict
+from colorizer.inference import Colorizer
+from colorizer.interpolate import blend, main
+from test_inference import TINY, tiny_generator
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(overrides=TINY)
+
+
+@pytest.fixture(scope="module")
+def models(cfg, tmp_path_factory):
+    """A parent export and a 'fine-tune' of it (other weights, same architecture, parent recorded)."""
+    root = tmp_path_factory.mktemp("models")
+    parent_state, child_state = tiny_generator(cfg, seed=0).state_dict(), tiny_generator(cfg, seed=1).state_dict()
+    child_state = {k: v + 0.5 if torch.is_floating_point(v) else v + 7 for k, v in child_state.items()}
+    export_generator(root / "parent", parent_state, to_dict(cfg), step=100, metrics={}, perceptual="off",
+                     run_name="base")
+    record = read_parent(root / "parent").record
+    export_generator(root / "child", child_state, {**to_dict(cfg), "perceptual_status": "off", "parent": record},
+                     step=40, metrics={"val/none/psnr_color": 11.0}, perceptual="off", run_name="mix")
+    return root, parent_state, child_state
+
+
+def test_blend_is_the_parent_at_0_the_child_at_1_and_the_line_between():
+    parent = {"w": torch.zeros(2, 3), "n": torch.tensor(3)}
+    child = {"w": torch.full((2, 3), 4.0), "n": torch.tensor(9)}
+    assert torch.equal(blend(parent, child, 0.0)["w"], parent["w"])
+    assert torch.equal(blend(parent, child, 1.0)["w"], child["w"])
+    half = blend(parent, child, 0.25)
+    assert torch.allclose(half["w"], torch.full((2, 3), 1.0)) and half["n"].item() == 9  # counters: the child's
+
+
+def test_blend_refuses_other_architectures_and_alpha_outside_0_1():
+    parent = {"a.weight": torch.zeros(2), "b.weight": torch.zeros(3)}
+    with pytest.raises(ModelLoadError, match=r"only in the parent: b\.weight.*only in the child: c\.weight"):
+        blend(parent, {"a.weight": torch.zeros(2), "c.weight": torch.zeros(3)}, 0.5)
+    with pytest.raises(ModelLoadError, match=r"different shapes: a\.weight"):
+        blend(parent, {"a.weight": torch.zeros(4), "b.weight": torch.zeros(3)}, 0.5)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        blend(parent, parent, 1.5)
+
+
+def test_cli_writes_an_export_with_both_models_lineage_that_colours_non_square_art(models, tmp_path):
+    root, parent_state, child_state = models
+    out = tmp_path / "blend"
+    assert main(["--parent", str(root / "parent"), "--child", str(root / "child"), "--alpha", "0.7",
+                 "--out", str(out)]) == 0
+    stored = read_generator(out)
+    for name, value in stored.weights.items():
+        if torch.is_floating_point(value):
+            assert torch.allclose(value, 0.3 * parent_state[name] + 0.7 * child_state[name], atol=1e-6), name
+        else:
+            assert torch.equal(value, child_state[name]), name
+    meta = json.loads((out / "config.json").read_text())
+    lineage = meta["config"]["interpolation"]
+    assert lineage["alpha"] == 0.7
+    assert lineage["parent"]["run_name"] == "base" and lineage["child"]["run_name"] == "mix"
+    assert len(lineage["parent"]["sha256"]) == len(lineage["child"]["sha256"]) == 64
+    assert meta["config"]["parent"] == lineage["parent"]  # the child's own lineage is kept
+    assert meta["step"] == 40 and meta["run_name"] == "mix-alpha0.7"
+    art = Image.new("L", (56, 40), 255)
+    ImageDraw.Draw(art).ellipse((8, 6, 40, 34), outline=0, width=2)
+    result = np.asarray(Colorizer.load(out, device="cpu").colorize(art))
+    assert result.shape == (40, 56, 3)
+
+
+def test_cli_refuses_a_child_of_another_architecture_and_a_missing_model(models, tmp_path, capsys):
+    root, _, _ = models
+    wide = load_config(overrides=TINY + ["--model.base_channels=16"])
+    export_generator(tmp_path / "wide", tiny_generator(wide).state_dict(), to_dict(wide), step=1, metrics={},
+                     perceptual="off", run_name="wide")
+    args = ["--parent", str(root / "parent"), "--alpha", "0.5", "--out", str(tmp_path / "x")]
+    assert main(args + ["--child", str(tmp_path / "wide")]) == 2
+    assert "model.base_channels" in capsys.readouterr().err
+    assert main(args + ["--child", str(tmp_path / "nowhere")]) == 2
+    assert "no model at" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
