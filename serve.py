@@ -403,12 +403,17 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, auth=None
 
 
 def model_facts(colorizer: Colorizer, examples_shown: bool = False) -> str:
-    """Markdown: the model's one-line facts, and the OpenMoji credit its CC BY-SA licence asks for
+    """Markdown: the model's one-line facts, the credits of its training data (the ``data_credits``
+    training records, the parent's included), and the OpenMoji credit its CC BY-SA licence asks for
     wherever its drawings (as training data or as the examples) are used."""
     text = f"**Model:** {colorizer.info()}"
-    if colorizer.trained_on_openmoji:
-        text += f"  \n**Training data:** {ATTRIBUTION} (https://openmoji.org)"
-    elif examples_shown:
+    credits = [str(c) for c in colorizer.notes.get("data_credits") or []]
+    if colorizer.trained_on_openmoji and ATTRIBUTION not in credits:
+        credits.insert(0, ATTRIBUTION)
+    if credits:
+        text += "  \n**Training data:** " + " · ".join(f"{c} (https://openmoji.org)" if c == ATTRIBUTION else c
+                                                      for c in credits)
+    if examples_shown and ATTRIBUTION not in credits:
         text += f"  \n**Examples:** {ATTRIBUTION} (https://openmoji.org)"
     return text
 

@@ -39,7 +39,8 @@ EXPORT_DIR = "export"  # the export's folder inside a run folder
 EXPORT_WEIGHTS = "generator.safetensors"  # the EMA generator's state dict, float32
 EXPORT_CONFIG = "config.json"  # {"format", "config", "step", "metrics", "perceptual", "run_name", "created"}
 # Entries training stores beside the config sections: not configuration, but facts about the run.
-CONFIG_NOTES = ("perceptual_status", "parent", "interpolation")  # plain notes beside the sections (lineage)
+# Plain notes: the lineage (parent, interpolation) and the licences of the data (data_credits).
+CONFIG_NOTES = ("perceptual_status", "parent", "interpolation", "data_credits")
 ARCHITECTURE_KEYS = ("model",)  # what a run started from another model's weights must share with it
 RESUME_KEYS = ("model", "data.size", "data.width", "data.crop", "data.root", "data.shares")  # ... and a resumed run
 

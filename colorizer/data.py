@@ -22,7 +22,8 @@ from .images import to_signed
 from .runtime import BatchStream, DistInfo, MixSampler, ResumableSampler, TrainingError, seed_worker
 
 log = logging.getLogger(__name__)
-PREP_OUTPUTS = {"line", "color", "report.json", "preview.png"}  # what an interrupted data_prep run leaves
+PREP_REPORT = "report.json"  # data_prep's summary of a prepared folder: size, line style, licences
+PREP_OUTPUTS = {"line", "color", PREP_REPORT, "preview.png"}  # what an interrupted data_prep run leaves
 SCRIBBLE_DIR = "scribbles"  # region scribble maps beside the pairs (python -m data_prep scribbles)
 
 
@@ -322,6 +323,39 @@ def make_train_stream(cfg, roots, dist: DistInfo, batch_size: int) -> BatchStrea
         generator=torch.Generator().manual_seed(cfg.train.seed),  # keeps the global RNG untouched
     )
     return BatchStream(loader, sampler, batch_size)
+
+
+def read_report(root) -> dict:
+    """A prepared folder's report.json as a dict; {} when it is missing or unreadable."""
+    try:
+        report = json.loads((Path(root) / PREP_REPORT).read_text())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def data_credits(roots, inherited=()) -> list:
+    """The licence and attribution lines of the prepared folders ``roots``, after ``inherited`` (a
+    parent model's, ``inherited_credits``), in order and without repeats, from their report.json:
+    ``licence`` (OpenMoji) or ``attribution`` (one per Iconify set). A folder that records neither
+    gives "NAME: no licence recorded", so a model never looks cleared for data nobody checked."""
+    credits = list(dict.fromkeys(str(x) for x in inherited))
+    for root in roots:
+        report = read_report(root)
+        lines = report.get("attribution") or ([report["licence"]] if report.get("licence") else [])
+        for line in [str(x) for x in lines] or [f"{Path(root).name}: no licence recorded"]:
+            if line not in credits:
+                credits.append(line)
+    return credits
+
+
+def inherited_credits(config: dict, record: dict) -> list:
+    """The ``data_credits`` a model's stored ``config`` carries (``record``: its lineage record), or,
+    for a model exported before they were recorded, one line saying so."""
+    credits = config.get("data_credits")
+    if isinstance(credits, list):
+        return [str(x) for x in credits]
+    return [f"{record.get('run_name') or 'the parent model'}: training data's licences not recorded"]
 
 
 def mean_color(root, split: str = "train", max_items: int = 0) -> torch.Tensor:

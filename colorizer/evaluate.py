@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import image_size
-from .data import PairDataset, mean_color, mix_shares, train_sizes
+from .data import PairDataset, mean_color, mix_shares, read_report, train_sizes
 from .extra_metrics import ExtraMetrics
 from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
 from .images import to_array, to_pil, to_signed
@@ -254,8 +254,8 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
 def prepared_size(root: Path) -> int | None:
     """The ``--size`` a data_prep folder was prepared at (its report.json), or None if unknown."""
     try:
-        return int(json.loads((Path(root) / "report.json").read_text())["size"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_report(root)["size"])
+    except (KeyError, ValueError, TypeError):
         return None
 
 
@@ -321,10 +321,7 @@ def full_resolution(model: Colorizer, root: Path, split: str, size: int, max_ite
 def line_style(root: Path) -> str:
     """How the prepared folder's line art was made, from its report.json: "artist" (OpenMoji's own
     line layer), the XDoG settings (``--lines xdog`` or the folder importer), or "unknown"."""
-    try:
-        report = json.loads((Path(root) / "report.json").read_text())
-    except (OSError, ValueError):
-        return "unknown"
+    report = read_report(root)
     if "lines" in report:
         return report["lines"]
     if report.get("styles"):

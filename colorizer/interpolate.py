@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import ModelLoadError, ParentModel, export_generator, read_parent
+from .data import data_credits, inherited_credits
 
 
 def blend(parent: dict, child: dict, alpha: float) -> dict:
@@ -55,7 +56,9 @@ def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: 
         raise ModelLoadError(f"the parent and the child have different architectures ({', '.join(differing)}): "
                              f"blend a fine-tune with the model it started from (its train.init)")
     weights = blend(parent.generator_ema, child.generator_ema, alpha)
-    config = {**child.config, "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record}}
+    config = {**child.config, "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record},
+              "data_credits": data_credits((), inherited_credits(parent.config, parent.record)
+                                           + inherited_credits(child.config, child.record))}
     name = f"{child.record['run_name']}-alpha{alpha:g}"
     return export_generator(out_dir, weights, config, child.record["step"], {},
                             str(child.config.get("perceptual_status", "unknown")), name)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from . import config as config_lib
 from .checkpoint import (ARCHITECTURE_KEYS, CheckpointError, CheckpointSaveError, ParentModel, RunCheckpoints,
                          TrainState, check_compatible, read_parent, resolve_run_dir)
-from .data import PairDataset, ensure_dataset, make_train_stream
+from .data import PairDataset, data_credits, ensure_dataset, inherited_credits, make_train_stream
 from .evaluate import predict_modes, validate
 from .hints import MODES
 from .models import count_parameters
@@ -45,9 +45,11 @@ def train(cfg) -> dict:
     parts = build_parts(cfg, device, dist)
     stream = make_train_stream(cfg, roots, dist, cfg.train.batch_size)
     parent = read_parent(cfg.train.init) if cfg.train.init else None  # fine-tuning: the model it starts from
-    # perceptual_status: so no result is credited to a loss that did not run; parent: the lineage
+    # perceptual_status: so no result is credited to a loss that did not run; parent: the lineage;
+    # data_credits: the licences of everything the weights learnt from, the parent's data included
     config = {**config_lib.to_dict(cfg), "perceptual_status": parts.perceptual.status,
-              **({"parent": parent.record} if parent else {})}
+              **({"parent": parent.record} if parent else {}),
+              "data_credits": data_credits(roots, inherited_credits(parent.config, parent.record) if parent else ())}
     run_dir = from_main(resolve_run_dir(cfg.train.out_dir, run_name(cfg, parts.perceptual.enabled), cfg.train.resume),
                         dist)
     checkpoints = RunCheckpoints(run_dir, config, cfg.train.keep_checkpoints, dist)

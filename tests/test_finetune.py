@@ -94,3 +94,6 @@ def test_a_fine_tune_run_records_its_parent_and_resumes_as_itself(openmoji_small
     assert digest in (run / "config.yaml").read_text()  # the run's config (also what W&B gets)
     child = Colorizer.load(run / "export")
     assert child.notes["parent"]["path"] == str((parent_run / "export").resolve())
+    parent_credits = Colorizer.load(parent_run / "export").notes["data_credits"]
+    assert parent_credits == [json.loads((openmoji_small / "report.json").read_text())["licence"]]
+    assert child.notes["data_credits"] == parent_credits  # the parent's data and its own, once each

@@ -27,7 +27,8 @@ def models(cfg, tmp_path_factory):
     export_generator(root / "parent", parent_state, to_dict(cfg), step=100, metrics={}, perceptual="off",
                      run_name="base")
     record = read_parent(root / "parent").record
-    export_generator(root / "child", child_state, {**to_dict(cfg), "perceptual_status": "off", "parent": record},
+    export_generator(root / "child", child_state, {**to_dict(cfg), "perceptual_status": "off", "parent": record,
+                                                   "data_credits": ["Fluent Emoji Flat by Microsoft, MIT"]},
                      step=40, metrics={"val/none/psnr_color": 11.0}, perceptual="off", run_name="mix")
     return root, parent_state, child_state
 
@@ -69,6 +70,9 @@ def test_cli_writes_an_export_with_both_models_lineage_that_colours_non_square_a
     assert len(lineage["parent"]["sha256"]) == len(lineage["child"]["sha256"]) == 64
     assert meta["config"]["parent"] == lineage["parent"]  # the child's own lineage is kept
     assert meta["step"] == 40 and meta["run_name"] == "mix-alpha0.7"
+    # the blend learnt from both models' data: the parent, exported before credits were recorded, says so
+    assert meta["config"]["data_credits"] == ["base: training data's licences not recorded",
+                                              "Fluent Emoji Flat by Microsoft, MIT"]
     art = Image.new("L", (56, 40), 255)
     ImageDraw.Draw(art).ellipse((8, 6, 40, 34), outline=0, width=2)
     result = np.asarray(Colorizer.load(out, device="cpu").colorize(art))

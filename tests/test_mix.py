@@ -193,7 +193,22 @@ def test_validation_reports_each_folder_and_their_share_weighted_mean(two_folder
     assert "val/alpha/spatial/hint_error" in metrics
 
 
+def test_data_credits_list_each_folders_licences_once_and_name_a_folder_without(tmp_path):
+    om, fluent, mine = tmp_path / "om", tmp_path / "fluent", tmp_path / "mine"
+    for folder, report in ((om, {"licence": "OpenMoji, CC BY-SA 4.0"}),
+                           (fluent, {"attribution": ["Fluent Emoji Flat by Microsoft, MIT", "Noto by Google, Apache"]}),
+                           (mine, {"size": 32})):
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps(report))
+    credits = data_module.data_credits([om, fluent, mine, om, tmp_path / "absent"], inherited=["Parent's data"])
+    assert credits == ["Parent's data", "OpenMoji, CC BY-SA 4.0", "Fluent Emoji Flat by Microsoft, MIT",
+                       "Noto by Google, Apache", "mine: no licence recorded", "absent: no licence recorded"]
+    assert data_module.inherited_credits({"data_credits": ["A"]}, {"run_name": "p"}) == ["A"]
+    assert data_module.inherited_credits({}, {"run_name": "p"}) == ["p: training data's licences not recorded"]
+
+
 def test_resume_of_a_mix_gives_the_same_losses_as_an_uninterrupted_run(two_folders, tmp_path):
+    (two_folders[0] / "report.json").write_text(json.dumps({"attribution": ["Alpha icons by A, MIT"]}))
     common = ["--data.shares=[0.7,0.3]", "--train.steps=8", "--train.batch_size=4", "--train.deterministic=true",
               "--log.every=1", "--train.ckpt_every=4", "--train.val_every=4", "--train.val_items=4",
               "--log.image_every=4", "--log.hist_every=4", "--log.num_samples=3", "--train.name=mix"]
@@ -213,6 +228,8 @@ def test_resume_of_a_mix_gives_the_same_losses_as_an_uninterrupted_run(two_folde
     run = Path(straight["run_dir"])
     assert straight["best"] is not None and (run / "checkpoints" / "best.pt").is_file()  # best_metric still found
     assert run.name == "mix" and (run / "samples" / "val_none_0000008.png").is_file()
+    exported = json.loads((run / "export" / "config.json").read_text())["config"]
+    assert exported["data_credits"] == ["Alpha icons by A, MIT", "beta: no licence recorded"]  # the demo shows these
 
 
 def test_resuming_with_other_shares_is_refused(two_folders, tmp_path):

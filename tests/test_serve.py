@@ -365,3 +365,7 @@ def test_attribution_follows_the_openmoji_drawings(tmp_path):
     own_data = Colorizer(build_generator(cfg.model), cfg)
     assert serve.ATTRIBUTION not in serve.model_facts(own_data)
     assert serve.ATTRIBUTION in serve.model_facts(own_data, examples_shown=True)  # the examples are OpenMoji's
+    own_data.notes["data_credits"] = [serve.ATTRIBUTION, "Noto Emoji by Google Inc, Apache 2.0"]
+    facts = serve.model_facts(own_data, examples_shown=True)
+    assert f"**Training data:** {serve.ATTRIBUTION} (https://openmoji.org) · Noto Emoji by Google Inc" in facts
+    assert "**Examples:**" not in facts  # the credit above covers them
