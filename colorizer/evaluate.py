@@ -459,6 +459,9 @@ def main(argv=None) -> int:
                         help="with --protocol hint-auc: one scribble per region (default) or one dot")
     parser.add_argument("--no-baselines", action="store_true",
                         help="with --protocol hint-auc: the model only (the baselines do not depend on it)")
+    parser.add_argument("--stroke-tolerances", nargs="+", type=float, default=[],
+                        help="with --protocol hint-auc: also the default path with the painted strokes at each "
+                             "of these CIE76 ΔE tolerances (strokes.STROKE_TOLERANCE), one row each")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-items", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -539,7 +542,7 @@ def main_hint_auc(args, out: Path) -> int:
         extra = ExtraMetrics(model.device, args.lpips_weights, "off")
         for data in args.data:
             reports.append(hint_auc.run(model, Path(data), args.split, args.hint_auc_type, args.max_items, extra,
-                                        baselines=not args.no_baselines))
+                                        baselines=not args.no_baselines, tolerances=tuple(args.stroke_tolerances)))
             reports[-1]["lines"] = line_style(Path(data))
     except (FileNotFoundError, ValueError, ModelLoadError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

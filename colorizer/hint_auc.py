@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -274,9 +274,12 @@ def evaluate(colours: dict, root: Path, split: str = "test", hint_type: str = "s
     return reports
 
 
-def model_colour(model, fill: bool = False, propagate: bool = True) -> Callable:
-    """``Colorizer.colorize`` as a Scorer colouring function: the hints as painted strokes."""
-    return lambda line, hints: np.asarray(model.colorize(line, hints=hints, fill=fill, propagate=propagate))
+def model_colour(model, fill: bool = False, propagate: bool = True, tolerance: Optional[float] = None) -> Callable:
+    """``Colorizer.colorize`` as a Scorer colouring function: the hints as painted strokes
+    (``tolerance``: the strokes' ΔE tolerance, ``strokes.STROKE_TOLERANCE`` when None)."""
+    options = {} if tolerance is None else {"tolerance": tolerance}
+    return lambda line, hints: np.asarray(model.colorize(line, hints=hints, fill=fill, propagate=propagate,
+                                                         **options))
 
 
 def peer_colour(line, hints) -> np.ndarray:
@@ -339,15 +342,17 @@ def markdown(reports: dict, data: str, split: str) -> str:
 
 
 def run(model, root: Path, split: str = "test", hint_type: str = "scribble", max_items: int = 0,
-        extra=None, baselines: bool = True, progress: bool = True) -> dict:
+        extra=None, baselines: bool = True, progress: bool = True, tolerances: tuple = ()) -> dict:
     """The protocol on one folder: the model as ``Colorizer.colorize`` runs it by default (the network
     with the stroke propagation), the network alone, the network with flat fills, the classical
     peer, and, with ``baselines``, the trivial baselines, the package's oracle region fill (each
     hinted region of the target in its hint colour: a reference that reads the answer) and the
-    ceiling (the target itself)."""
+    ceiling (the target itself). ``tolerances``: more rows, the default path with the strokes at
+    each of these ΔE tolerances (``strokes.paint``), named "model_tolerance_<t>"."""
     lpips = getattr(extra, "lpips", None)
     methods = {"model": model_colour(model), "network": model_colour(model, propagate=False),
-               "network_flat_fills": model_colour(model, fill=True, propagate=False), "peer": peer_colour}
+               "network_flat_fills": model_colour(model, fill=True, propagate=False), "peer": peer_colour,
+               **{f"model_tolerance_{t:g}": model_colour(model, tolerance=t) for t in tolerances}}
     if baselines:
         methods.update({**baseline_colours(root), "oracle_fill": ORACLE, "ceiling": TARGET})
     reports = evaluate(methods, root, split, hint_type, max_items, lpips, model.device, progress)

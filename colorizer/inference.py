@@ -38,7 +38,7 @@ from .config import Config, ConfigError, data_roots, from_dict, image_size
 from .fills import flat_fill, region_grid
 from .images import flatten_image, to_array, to_signed
 from .models import build_generator
-from .strokes import Paint
+from .strokes import STROKE_TOLERANCE, Paint
 from .strokes import paint as paint_strokes
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # larger inputs are refused: decoding and resizing them costs memory
@@ -286,25 +286,28 @@ class Colorizer:
     # ---------------------------------------------------------------- colouring
     def colorize(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
                  resolution: str = "model", composite: bool = True, fill: bool = False,
-                 propagate: bool = True) -> Image.Image:
+                 propagate: bool = True, tolerance: float = STROKE_TOLERANCE) -> Image.Image:
         """Colour ``line_art``: the RGB image of ``colorize_layers`` (colour with the input's lines
         over it), at the line art's (oriented) size. ``composite=False``: the network's own output,
         its copy of the lines included, enlarged bicubic (the path before compositing existed; the
         full-resolution evaluation compares the two). ``fill``: flat fills, one colour per closed
         region of the line art (``fills.flat_fill``). ``propagate``: each painted stroke colours the
         shape it lies in, up to the lines (``strokes.propagate``; the network still sees the strokes
-        and guesses the other shapes with them); only with the composite."""
+        and guesses the other shapes with them); only with the composite. ``tolerance``: CIE76 ΔE
+        from its paint within which a painted pixel keeps the network's colour (``strokes.paint``)."""
         if fill and not composite:
             raise ValueError("flat fills need the composite: the network's own lines would cut across the regions")
         colour, line, _, _ = self._colour(line_art, hints, palette, resolution, flat=composite, fill=fill,
-                                          propagate=propagate and composite)
+                                          propagate=propagate and composite, tolerance=tolerance)
         return Image.fromarray(multiply(colour, line) if composite else to_array(colour), "RGB")
 
     def colorize_layers(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
-                        resolution: str = "model", fill: bool = False, propagate: bool = True) -> Layers:
+                        resolution: str = "model", fill: bool = False, propagate: bool = True,
+                        tolerance: float = STROKE_TOLERANCE) -> Layers:
         """Colour ``line_art`` and return the composite, the flat colour layer and the line layer;
-        ``fill`` and ``propagate`` as in ``colorize``."""
-        return self._layers(*self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate))
+        ``fill``, ``propagate`` and ``tolerance`` as in ``colorize``."""
+        return self._layers(*self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate,
+                                          tolerance=tolerance))
 
     def working_size(self, height: int, width: int, resolution: str = "model") -> tuple:
         """(h, w) the network colours a ``height`` x ``width`` drawing at, before padding: the
@@ -349,7 +352,8 @@ class Colorizer:
                       lines=Image.fromarray(line_layer(line), "RGBA"), working_size=working, paint=paint)
 
     def _colour(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str,
-                flat: bool = True, fill: bool = False, propagate: bool = False) -> tuple:
+                flat: bool = True, fill: bool = False, propagate: bool = False,
+                tolerance: float = STROKE_TOLERANCE) -> tuple:
         """Colour ``line_art`` (a PIL image of any mode, or a file path or bytes; EXIF orientation
         honoured; at most ``max_pixels``) at the working resolution of ``resolution``.
 
@@ -362,7 +366,7 @@ class Colorizer:
         colour per closed region; with ``propagate`` each painted stroke's colour in its whole
         shape. ValueError or TypeError, saying what is wrong, for an input it cannot use."""
         request = self._prepare(line_art, hints, palette, resolution)
-        return self._finish(request, self._run([request], flat)[0], fill, propagate)
+        return self._finish(request, self._run([request], flat)[0], fill, propagate, tolerance)
 
     def _prepare(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str) -> "_Request":
         """The network's inputs for one drawing (see ``_colour``), checked."""
@@ -418,9 +422,10 @@ class Colorizer:
                 colours.append(colour[0].cpu())
         return colours
 
-    def _finish(self, request: "_Request", colour: torch.Tensor, fill: bool, propagate: bool) -> tuple:
+    def _finish(self, request: "_Request", colour: torch.Tensor, fill: bool, propagate: bool,
+                tolerance: float = STROKE_TOLERANCE) -> tuple:
         """The network's ``colour`` of ``request`` -> ``_colour``'s result: flat fills, the strokes
-        propagated, at the drawing's size."""
+        propagated (``tolerance``: ``strokes.paint``'s), at the drawing's size."""
         lines = np.asarray(request.full)
         height, width = lines.shape
         hint_mask = request.hint_mask
@@ -429,6 +434,7 @@ class Colorizer:
             colour = flat_fill(colour, lines, *((None, None) if propagate else (request.hint_colour, hint_mask)))
         paint = None
         if propagate:  # the strokes at the region grid, where they colour their shapes
-            paint = paint_strokes(colour, lines, *hints_to_arrays(request.hints, region_grid(height, width)))
+            paint = paint_strokes(colour, lines, *hints_to_arrays(request.hints, region_grid(height, width)),
+                                  tolerance=tolerance)
             colour = paint.colour
         return enlarge(colour, (height, width)), lines, request.working, paint

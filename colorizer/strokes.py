@@ -23,7 +23,12 @@ user has not painted:
    shape colours the shape, and a stroke on the paper colours the paper but not the open shapes.
 5. A shape with strokes of one colour takes it everywhere. A shape with several colours (colour
    boundaries with no line, like a flag's stripes, which no line-based method can see) is split
-   between them: each pixel takes the colour of its nearest stroke in the shape.
+   between them: each pixel takes the colour of its nearest stroke in the shape, unless the
+   network's colour there already lies within ``tolerance`` of one of the shape's stroke colours
+   (then that one: the network saw the strokes, and where it agrees with one it drew the boundary).
+   With ``tolerance`` above 0 the paint keeps the network's shading: each painted pixel keeps the
+   network's colour where that lies within ``tolerance`` (CIE76 ΔE) of its paint, and is moved
+   straight towards the paint, in CIELAB, until it does, elsewhere. 0 paints flat.
 6. Shapes nobody painted keep the network's colour. Ink pixels take the colour of the nearest
    non-ink pixel where that one was painted, so the multiplied lines meet the paint on each side.
 
@@ -46,6 +51,7 @@ from .fills import FILL_GAP, FILL_MAX_PIXELS, ink_mask, label_medians, region_gr
 STROKE_GAP = FILL_GAP  # the flat fills' trapped ball, 1/256 of the long side: gaps up to 2 x radius px hold (8 at 1024)
 OPEN_GAP_SCALE = 4  # the second ball, for shapes open to the paper: gaps up to 4 x the held width close there
 STROKE_MIN_SHARE = 0.25  # a shape takes a stroke holding at least this share of the stroke's pixels off the ink
+STROKE_TOLERANCE = 0.0  # CIE76 ΔE from its paint within which a painted pixel keeps the network's colour (0: flat)
 
 
 def held_gap(height: int, width: int, gap: float = STROKE_GAP) -> int:
@@ -103,17 +109,20 @@ class Paint:
 
 
 def propagate(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, stroke_mask: np.ndarray,
-              gap: float = STROKE_GAP, max_pixels: int = FILL_MAX_PIXELS) -> torch.Tensor:
+              gap: float = STROKE_GAP, max_pixels: int = FILL_MAX_PIXELS,
+              tolerance: float = STROKE_TOLERANCE) -> torch.Tensor:
     """Each painted stroke colours its shape (module docstring). colour (3, h, w) in [-1, 1] at any
     size; line (H, W) uint8; strokes (gh, gw, 3) in [0, 1] and (gh, gw) bool at
-    ``region_grid(H, W, max_pixels)`` -> (3, gh, gw) in [-1, 1]: the paint in the painted shapes,
-    the network's colour elsewhere (``paint(...).colour``)."""
-    return paint(colour, line, stroke_colour, stroke_mask, gap, max_pixels).colour
+    ``region_grid(H, W, max_pixels)``; tolerance: CIE76 ΔE (item 5) -> (3, gh, gw) in [-1, 1]: the
+    paint in the painted shapes, the network's colour elsewhere (``paint(...).colour``)."""
+    return paint(colour, line, stroke_colour, stroke_mask, gap, max_pixels, tolerance).colour
 
 
 def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, stroke_mask: np.ndarray,
-          gap: float = STROKE_GAP, max_pixels: int = FILL_MAX_PIXELS) -> Paint:
+          gap: float = STROKE_GAP, max_pixels: int = FILL_MAX_PIXELS, tolerance: float = STROKE_TOLERANCE) -> Paint:
     """``propagate``, and which stroke colour painted each pixel (``Paint``)."""
+    if not tolerance >= 0:
+        raise ValueError(f"the stroke tolerance is a CIE76 ΔE, 0 or more; got {tolerance!r}")
     grid = region_grid(*line.shape, max_pixels)
     if stroke_mask.shape != grid:
         raise ValueError(f"strokes are {stroke_mask.shape} but the region grid of a {line.shape} drawing is {grid}")
@@ -134,6 +143,8 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
     colours, colour_of = np.unique(levels, axis=0, return_inverse=True)  # each stroke's colour index
     colour_of = colour_of.ravel()
     out = colour.permute(1, 2, 0).numpy().copy()  # (gh, gw, 3)
+    network = (out + 1) / 2 if tolerance > 0 else None  # (gh, gw, 3) in [0, 1]: the network's colour
+    paint_lab = lab(colours / 255) if tolerance > 0 else None  # (K, 3) CIELAB
     owner = np.full(grid, -1, np.int64)
     stroke_map = np.full(grid, -1, np.int64)  # the stroke of each painted pixel, -1 elsewhere
     stroke_map[stroke_mask] = ids
@@ -150,9 +161,17 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
             seeds = inside & (owners >= 0)
             seeds[seeds] = takes[owners[seeds], shape]  # this shape's strokes, on their pixels in it
             rows, cols = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
-            nearest = owners[rows[inside], cols[inside]]  # the stroke of each pixel
-            out[box][inside] = paints[nearest]
-            owner[box][inside] = colour_of[nearest]
+            nearest = colour_of[owners[rows[inside], cols[inside]]]  # the colour of each pixel's nearest stroke
+            if tolerance > 0:  # where the network agrees with one of the shape's colours, that one
+                choices = np.unique(colour_of[mine])  # (c,)
+                far = np.linalg.norm(lab(network[box][inside])[:, None] - paint_lab[choices], axis=-1)  # (n, c)
+                agrees = far.min(1) < tolerance
+                nearest[agrees] = choices[far[agrees].argmin(1)]
+            out[box][inside] = colours[nearest] / 127.5 - 1
+            owner[box][inside] = nearest
+    if tolerance > 0:
+        painted = owner >= 0
+        out[painted] = within(network[painted], paint_lab[owner[painted]], tolerance) * 2 - 1
     # Ink next to paint takes the paint: the nearest non-ink pixel's colour, where that one was painted.
     if (labels == 0).any():
         rows, cols = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
@@ -160,6 +179,30 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
         out[from_paint] = out[rows[from_paint], cols[from_paint]]
         owner[from_paint] = owner[rows[from_paint], cols[from_paint]]
     return Paint(torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).clamp(-1, 1), owner, colours)
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB in [0, 1] -> (..., 3) CIELAB (scikit-image's, as the fill rate measures ΔE)."""
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.asarray(rgb, np.float32).reshape(-1, 1, 3)).reshape(np.shape(rgb))
+
+
+def within(rgb: np.ndarray, target_lab: np.ndarray, tolerance: float) -> np.ndarray:
+    """Each colour of ``rgb`` (N, 3) in [0, 1], moved straight towards its ``target_lab`` (N, 3)
+    CIELAB until it lies within ``tolerance`` (CIE76 ΔE) of it; colours already within it are
+    returned as they are -> (N, 3) in [0, 1]."""
+    from skimage.color import lab2rgb
+
+    have = lab(rgb)
+    offset = have - target_lab
+    distance = np.linalg.norm(offset, axis=-1)  # (N,)
+    far = distance > tolerance
+    out = np.array(rgb, np.float32)
+    if far.any():
+        moved = target_lab[far] + offset[far] * (tolerance / distance[far])[:, None]
+        out[far] = lab2rgb(moved.reshape(-1, 1, 3)).reshape(-1, 3).clip(0, 1)
+    return out
 
 
 def taken_shapes(ids: np.ndarray, strokes: int, under: np.ndarray, count: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from colorizer.checkpoint import export_generator
 from colorizer.config import load_config, to_dict
 from colorizer.inference import Colorizer
 from colorizer.models import build_generator
+from colorizer.strokes import STROKE_TOLERANCE
 
 TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32", "--data.size=32"]
 ALPHAS = [0.0, 0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0]  # the paper's grid
@@ -80,9 +81,13 @@ def test_command_line_hint_auc(openmoji_small, tiny, tmp_path, capsys):
     export, _ = tiny
     out = tmp_path / "hint_auc.json"
     assert ev.main(["--checkpoint", str(export), "--data", str(openmoji_small), "--protocol", "hint-auc",
-                    "--max-items", "2", "--device", "cpu", "--lpips-weights", "off", "--out", str(out)]) == 0
+                    "--max-items", "2", "--device", "cpu", "--lpips-weights", "off", "--out", str(out),
+                    "--stroke-tolerances", f"{STROKE_TOLERANCE:g}", "30"]) == 0
     report = json.loads(out.read_text())
     assert report["protocol"] == "hint-auc" and report["methods"]["model"]["items"] == 2
+    methods = report["methods"]  # a row per tolerance: the default's is the model's own
+    assert methods[f"model_tolerance_{STROKE_TOLERANCE:g}"]["curve"] == methods["model"]["curve"]
+    assert methods["model_tolerance_30"]["curve"][0] == methods["model"]["curve"][0]  # no strokes at alpha 0
     assert report["published_context"]["psnr_auc"] == 19.72
     printed = capsys.readouterr().out
     assert "| model |" in printed and "| mean_color |" in printed and "PSNR-AUC" in printed

@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 from colorizer.config import load_config
 from colorizer.fills import region_grid
 from colorizer.inference import Colorizer, hints_to_arrays
+from colorizer.hint_auc import delta_e
 from colorizer.strokes import OPEN_GAP_SCALE, STROKE_GAP, held_gap, propagate
 
 TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32", "--data.size=64"]
@@ -41,9 +42,10 @@ def grey() -> torch.Tensor:
     return torch.linspace(-0.2, 0.4, 64).view(1, 1, 64).expand(3, 38, 64).clone()
 
 
-def run(line, layer, colour=None) -> np.ndarray:
+def run(line, layer, colour=None, tolerance=0.0) -> np.ndarray:
     """propagate at the region grid -> (H, W, 3) uint8."""
-    out = propagate(grey() if colour is None else colour, line, *hints_to_arrays(layer, region_grid(H, W)))
+    out = propagate(grey() if colour is None else colour, line, *hints_to_arrays(layer, region_grid(H, W)),
+                    tolerance=tolerance)
     assert out.shape == (3, H, W)
     return ((out.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
 
@@ -116,6 +118,47 @@ def test_two_colours_in_one_shape_split_it_by_the_nearest_stroke():
     out = run(line, strokes(((60, 100, 210, 100), RED), ((60, 200, 210, 200), BLUE)))  # no line between them
     assert (out[LEFT[1] + 5: 140, LEFT[0] + 5: LEFT[2] - 5] == RED).all()
     assert (out[160: LEFT[3] - 5, LEFT[0] + 5: LEFT[2] - 5] == BLUE).all()
+
+
+def shaded(rgb, spread: float) -> torch.Tensor:
+    """A 'network' colour (3, H, W) in [-1, 1]: ``rgb`` with a shading across, a lightness wave of
+    +-``spread`` (of 255) and a 40 px period."""
+    ramp = spread * torch.sin(torch.arange(W) * (2 * torch.pi / 40)).view(1, 1, W) / 127.5
+    return (torch.tensor(rgb).view(3, 1, 1) / 127.5 - 1 + ramp).expand(3, H, W).clamp(-1, 1)
+
+
+@pytest.mark.parametrize("tolerance", [4.0, 9.0])
+def test_the_tolerance_keeps_the_networks_shading_within_it_of_the_paint(tolerance):
+    line = drawing()
+    layer = strokes(((100, 150, 170, 150), RED))
+    near = shaded(RED, 3)  # the network agrees with the stroke, with a shading within 4 ΔE of it
+    out = run(line, layer, near, tolerance)
+    expect = ((near.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    distance = delta_e(expect, np.broadcast_to(np.array(RED, np.uint8), expect.shape))[inside(LEFT)]
+    assert distance.max() < 4 and len(np.unique(expect[inside(LEFT)].reshape(-1, 3), axis=0)) > 3
+    assert np.abs(out[inside(LEFT)].astype(int) - expect[inside(LEFT)]).max() <= 1
+    far = run(line, layer, shaded((60, 170, 80), 12), tolerance)  # the network painted it green
+    distance = delta_e(far, np.broadcast_to(np.array(RED, np.uint8), far.shape))[inside(LEFT)]
+    assert distance.max() < tolerance + 1 and distance.min() > tolerance - 1  # moved to the edge of the ball
+    assert (run(line, layer, shaded((60, 170, 80), 12))[inside(LEFT)] == RED).all()  # 0: flat paint
+    assert np.array_equal(far[inside(RIGHT)], run(line, strokes(), shaded((60, 170, 80), 12))[inside(RIGHT)])
+
+
+def test_in_a_shape_of_two_colours_the_network_draws_the_boundary_where_it_agrees_with_one():
+    line = drawing()
+    layer = strokes(((60, 100, 210, 100), RED), ((60, 200, 210, 200), BLUE))
+    network = shaded(BLUE, 0)
+    network[:, :125] = torch.tensor(RED).view(3, 1, 1) / 127.5 - 1  # red down to row 125, blue below
+    out = run(line, layer, network, 9.0)
+    assert (delta_e(out, np.broadcast_to(np.array(RED, np.uint8), out.shape))[LEFT[1] + 5: 123, 50:220] < 1).all()
+    assert (delta_e(out, np.broadcast_to(np.array(BLUE, np.uint8), out.shape))[127: LEFT[3] - 5, 50:220] < 1).all()
+    flat = run(line, layer, network)  # without the tolerance, the nearest stroke splits it at row 150
+    assert (flat[130:145, 50:220] == RED).all()
+
+
+def test_a_negative_tolerance_is_refused():
+    with pytest.raises(ValueError, match="tolerance"):
+        run(drawing(), strokes(((100, 150, 170, 150), RED)), tolerance=-1)
 
 
 def test_the_lines_take_the_paint_next_to_them():
