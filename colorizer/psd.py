@@ -43,13 +43,17 @@ def _psd_tools():
     return psd_tools
 
 
-def psd_layers(colour: Image.Image, line: Image.Image) -> list:
+def psd_layers(colour: Image.Image, line: Image.Image, strokes=()) -> list:
     """The three layers' RGB images (LAYER_NAMES order) for the model's colour under the lines
-    (``Layers.flat``, RGB) and the drawing's line art (L), both at the drawing's size."""
+    (``Layers.flat``, RGB) and the drawing's line art (L), both at the drawing's size. ``strokes``
+    as for ``build_psd``: each stroke colour is the flat of the shapes it painted (the paint keeps
+    the network's shading within ``strokes.STROKE_TOLERANCE``, which the shading layer holds)."""
     lines = np.asarray(line.convert("L"))
     model = to_signed(np.asarray(colour.convert("RGB"))).permute(2, 0, 1)  # (3, H, W) in [-1, 1]
     flats = enlarge(flat_fill(model, lines), lines.shape)  # (3, H, W) in [-1, 1]
     flat = to_array(flats).astype(np.int16)  # (H, W, 3) 0-255
+    for rgb, mask in strokes:
+        flat[np.asarray(mask) > 127] = rgb
     shading = (np.asarray(colour.convert("RGB"), np.int16) - flat) / 2 + 127.5
     return [Image.fromarray(flat.astype(np.uint8), "RGB"),
             Image.fromarray(np.floor(shading + 0.5).clip(0, 255).astype(np.uint8), "RGB"),
@@ -68,7 +72,7 @@ def build_psd(colour: Image.Image, line: Image.Image, strokes=()):
     from psd_tools.constants import BlendMode
 
     psd = psd_tools.PSDImage.new("RGB", colour.size, color=(255, 255, 255), depth=8)
-    (flat, shading, lines), modes = psd_layers(colour, line), [getattr(BlendMode, m) for m in BLEND_MODES]
+    (flat, shading, lines), modes = psd_layers(colour, line, strokes), [getattr(BlendMode, m) for m in BLEND_MODES]
     paints = [(Image.merge("RGBA", (*Image.new("RGB", colour.size, tuple(rgb)).split(), mask)), paint_name(rgb),
                BlendMode.NORMAL) for rgb, mask in strokes]
     stack = [(flat, LAYER_NAMES[0], modes[0]), *paints, (shading, LAYER_NAMES[1], modes[1]),

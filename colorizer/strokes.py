@@ -28,7 +28,10 @@ user has not painted:
    (then that one: the network saw the strokes, and where it agrees with one it drew the boundary).
    With ``tolerance`` above 0 the paint keeps the network's shading: each painted pixel keeps the
    network's colour where that lies within ``tolerance`` (CIE76 ΔE) of its paint, and is moved
-   straight towards the paint, in CIELAB, until it does, elsewhere. 0 paints flat.
+   straight towards the paint until it does, elsewhere. 0 paints flat. ΔE here is CIELAB linearised
+   at each paint colour (``lab_jacobian``): exact to a small fraction of a unit at a few ΔE, where
+   it decides, and a straight line towards the paint is then one in RGB too; it costs a 3 x 3
+   product per pixel instead of a colour conversion of a megapixel.
 6. Shapes nobody painted keep the network's colour. Ink pixels take the colour of the nearest
    non-ink pixel where that one was painted, so the multiplied lines meet the paint on each side.
 
@@ -51,7 +54,8 @@ from .fills import FILL_GAP, FILL_MAX_PIXELS, ink_mask, label_medians, region_gr
 STROKE_GAP = FILL_GAP  # the flat fills' trapped ball, 1/256 of the long side: gaps up to 2 x radius px hold (8 at 1024)
 OPEN_GAP_SCALE = 4  # the second ball, for shapes open to the paper: gaps up to 4 x the held width close there
 STROKE_MIN_SHARE = 0.25  # a shape takes a stroke holding at least this share of the stroke's pixels off the ink
-STROKE_TOLERANCE = 0.0  # CIE76 ΔE from its paint within which a painted pixel keeps the network's colour (0: flat)
+STROKE_TOLERANCE = 3.0  # CIE76 ΔE from its paint within which a painted pixel keeps the network's colour
+# (0 paints flat; 3 was chosen on OpenMoji val under Hint-AUC, see experiments/RESULTS.md)
 
 
 def held_gap(height: int, width: int, gap: float = STROKE_GAP) -> int:
@@ -144,7 +148,8 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
     colour_of = colour_of.ravel()
     out = colour.permute(1, 2, 0).numpy().copy()  # (gh, gw, 3)
     network = (out + 1) / 2 if tolerance > 0 else None  # (gh, gw, 3) in [0, 1]: the network's colour
-    paint_lab = lab(colours / 255) if tolerance > 0 else None  # (K, 3) CIELAB
+    paint_rgb = colours.astype(np.float32) / 255  # (K, 3) in [0, 1]
+    jacobian = lab_jacobian(paint_rgb) if tolerance > 0 else None  # (K, 3, 3)
     owner = np.full(grid, -1, np.int64)
     stroke_map = np.full(grid, -1, np.int64)  # the stroke of each painted pixel, -1 elsewhere
     stroke_map[stroke_mask] = ids
@@ -153,9 +158,10 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
         mine = np.nonzero(takes[:, shape])[0]  # the strokes this shape takes
         box = boxes[shape - 1]
         inside = labels[box] == shape  # (bh, bw)
-        if len(np.unique(colour_of[mine])) == 1:
-            out[box][inside] = paints[mine[0]]
-            owner[box][inside] = colour_of[mine[0]]
+        choices = np.unique(colour_of[mine])  # (c,) the colours this shape takes
+        pixels = network[box][inside] if tolerance > 0 else None  # (n, 3) the network's colour in it
+        if len(choices) == 1:
+            nearest = np.full(np.count_nonzero(inside), choices[0])
         else:  # colour boundaries with no line: each pixel takes its nearest stroke's colour
             owners = stroke_map[box]  # (bh, bw)
             seeds = inside & (owners >= 0)
@@ -163,15 +169,20 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
             rows, cols = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
             nearest = colour_of[owners[rows[inside], cols[inside]]]  # the colour of each pixel's nearest stroke
             if tolerance > 0:  # where the network agrees with one of the shape's colours, that one
-                choices = np.unique(colour_of[mine])  # (c,)
-                far = np.linalg.norm(lab(network[box][inside])[:, None] - paint_lab[choices], axis=-1)  # (n, c)
-                agrees = far.min(1) < tolerance
-                nearest[agrees] = choices[far[agrees].argmin(1)]
-            out[box][inside] = colours[nearest] / 127.5 - 1
-            owner[box][inside] = nearest
-    if tolerance > 0:
-        painted = owner >= 0
-        out[painted] = within(network[painted], paint_lab[owner[painted]], tolerance) * 2 - 1
+                levels = np.rint(pixels * 255).astype(np.int32)  # (n, 3): judged on distinct colours
+                seen, back = np.unique(levels[:, 0] << 16 | levels[:, 1] << 8 | levels[:, 2], return_inverse=True)
+                rgb = np.stack([seen >> 16, seen >> 8 & 255, seen & 255], -1).astype(np.float32) / 255  # (u, 3)
+                offset = rgb[None] - paint_rgb[choices][:, None]  # (c, u, 3)
+                far = np.linalg.norm(offset @ jacobian[choices].transpose(0, 2, 1), axis=-1).T  # (u, c) ΔE
+                agrees = (far.min(1) < tolerance)[back.ravel()]
+                nearest[agrees] = choices[far.argmin(1)][back.ravel()][agrees]
+        if tolerance > 0:
+            one = len(choices) == 1  # one paint: one matrix, else one per pixel
+            out[box][inside] = towards(pixels, paint_rgb[choices[0] if one else nearest],
+                                       jacobian[choices[0] if one else nearest], tolerance) * 2 - 1
+        else:
+            out[box][inside] = paint_rgb[nearest] * 2 - 1
+        owner[box][inside] = nearest
     # Ink next to paint takes the paint: the nearest non-ink pixel's colour, where that one was painted.
     if (labels == 0).any():
         rows, cols = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
@@ -181,28 +192,33 @@ def paint(colour: torch.Tensor, line: np.ndarray, stroke_colour: np.ndarray, str
     return Paint(torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).clamp(-1, 1), owner, colours)
 
 
-def lab(rgb: np.ndarray) -> np.ndarray:
-    """(..., 3) RGB in [0, 1] -> (..., 3) CIELAB (scikit-image's, as the fill rate measures ΔE)."""
+def lab_jacobian(rgb: np.ndarray) -> np.ndarray:
+    """d CIELAB / d RGB at each colour of ``rgb`` (K, 3) in [0, 1] -> (K, 3, 3) (Lab rows, RGB
+    columns; scikit-image's CIELAB, as the fill rate measures ΔE, by central differences): near a
+    colour c, the CIE76 ΔE of x from it is about ||J (x - c)||."""
     from skimage.color import rgb2lab
 
-    return rgb2lab(np.asarray(rgb, np.float32).reshape(-1, 1, 3)).reshape(np.shape(rgb))
+    step = 1e-3
+    probes = np.repeat(np.asarray(rgb, np.float64)[:, None], 6, axis=1)  # (K, 6, 3): +-step on each channel
+    for channel in range(3):
+        probes[:, 2 * channel, channel] += step
+        probes[:, 2 * channel + 1, channel] -= step
+    labs = rgb2lab(probes.reshape(-1, 1, 3)).reshape(-1, 6, 3)
+    return ((labs[:, 0::2] - labs[:, 1::2]) / (2 * step)).transpose(0, 2, 1).astype(np.float32)
 
 
-def within(rgb: np.ndarray, target_lab: np.ndarray, tolerance: float) -> np.ndarray:
-    """Each colour of ``rgb`` (N, 3) in [0, 1], moved straight towards its ``target_lab`` (N, 3)
-    CIELAB until it lies within ``tolerance`` (CIE76 ΔE) of it; colours already within it are
-    returned as they are -> (N, 3) in [0, 1]."""
-    from skimage.color import lab2rgb
-
-    have = lab(rgb)
-    offset = have - target_lab
-    distance = np.linalg.norm(offset, axis=-1)  # (N,)
-    far = distance > tolerance
-    out = np.array(rgb, np.float32)
-    if far.any():
-        moved = target_lab[far] + offset[far] * (tolerance / distance[far])[:, None]
-        out[far] = lab2rgb(moved.reshape(-1, 1, 3)).reshape(-1, 3).clip(0, 1)
-    return out
+def towards(rgb: np.ndarray, paint_rgb: np.ndarray, jacobian: np.ndarray, tolerance: float) -> np.ndarray:
+    """Each colour of ``rgb`` (n, 3) in [0, 1], moved straight towards its paint ``paint_rgb`` ((n, 3)
+    or one (3,)) until it lies within ``tolerance`` (CIE76 ΔE, linearised at the paint by
+    ``jacobian``, (n, 3, 3) or one (3, 3)) of it; colours already within it stay as they are ->
+    (n, 3) in [0, 1]."""
+    offset = rgb - paint_rgb  # (n, 3)
+    if jacobian.ndim == 2:
+        lab_offset = offset @ jacobian.T
+    else:  # one matrix per pixel: torch's batched product, several times numpy's einsum here
+        lab_offset = torch.bmm(torch.from_numpy(jacobian), torch.from_numpy(offset)[:, :, None])[..., 0].numpy()
+    distance = np.linalg.norm(lab_offset, axis=-1)  # (n,)
+    return paint_rgb + offset * np.minimum(1, tolerance / np.maximum(distance, 1e-9))[:, None]
 
 
 def taken_shapes(ids: np.ndarray, strokes: int, under: np.ndarray, count: int) -> np.ndarray:

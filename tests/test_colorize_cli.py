@@ -11,7 +11,9 @@ from PIL import Image, ImageDraw
 from colorizer import colorize
 from colorizer.checkpoint import export_generator
 from colorizer.config import load_config, to_dict
+from colorizer.hint_auc import delta_e
 from colorizer.models import build_generator
+from colorizer.strokes import STROKE_TOLERANCE
 from conftest import ROOT
 
 TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32", "--data.size=32"]
@@ -58,7 +60,8 @@ def test_a_folder_is_coloured_with_its_hints_and_a_bad_file_is_reported(folder, 
     assert f"failed: {folder / 'broken.png'}" in printed and "is not a readable image" in printed
     wide = np.asarray(Image.open(out / "wide.png"))
     assert wide.shape == (80, 120, 3)  # the drawing's own size, non-square
-    assert (wide[20:60, 20:100] == RED).all()  # the hint file's stroke filled its box
+    red = np.broadcast_to(np.array(RED, np.uint8), wide.shape)
+    assert (delta_e(wide, red)[20:60, 20:100] < STROKE_TOLERANCE + 1).all()  # the hint file's stroke filled its box
     assert Image.open(out / "sub" / "tall.png").size == (64, 96)  # the folder's layout is kept
     assert Image.open(out / "wide.flat.png").mode == "RGB" and Image.open(out / "wide.lines.png").mode == "RGBA"
     assert not (out / "broken.png").exists() and not (out / "wide.hints.png").exists()

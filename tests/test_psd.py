@@ -63,7 +63,7 @@ def test_the_psd_reads_back_with_its_layers_and_composite(coloured):
     solid = (line == 0) | (line == 255)  # pure ink or pure paper: sRGB and linear-light multiply agree
     assert np.abs(ours - theirs)[solid].max() <= 2
     assert np.abs(ours - theirs).max() <= 12  # anti-aliased edges (7 measured): sRGB multiply there, linear light here
-    flat = np.asarray(psd_layers(layers.flat, drawing())[0])
+    flat = np.asarray(psd_layers(layers.flat, drawing(), layers.stroke_masks())[0])
     assert len(np.unique(flat[line == 255].reshape(-1, 3), axis=0)) <= 4  # the flats: a colour per region
     assert (np.abs(flat[45:55, 45:55].astype(int) - (230, 57, 70)) <= 1).all()  # the stroke's shape
 

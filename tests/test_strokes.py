@@ -9,7 +9,7 @@ from colorizer.config import load_config
 from colorizer.fills import region_grid
 from colorizer.inference import Colorizer, hints_to_arrays
 from colorizer.hint_auc import delta_e
-from colorizer.strokes import OPEN_GAP_SCALE, STROKE_GAP, held_gap, propagate
+from colorizer.strokes import OPEN_GAP_SCALE, STROKE_GAP, STROKE_TOLERANCE, held_gap, propagate
 
 TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32", "--data.size=64"]
 W, H = 512, 300  # non-square; long side 512: the ball's radius is 2 px, gaps up to 4 px are held
@@ -174,7 +174,11 @@ def test_colorize_propagates_by_default_and_the_network_still_sees_the_strokes()
     art = Image.fromarray(drawing())
     layer = strokes(((100, 150, 170, 150), RED))
     out = np.asarray(model.colorize(art, hints=layer))
-    assert out.shape == (H, W, 3) and (out[inside(LEFT)] == RED).all()
+    assert out.shape == (H, W, 3)  # the shape within the default tolerance of the paint (and 1 ΔE of rounding)
+    red = np.broadcast_to(np.array(RED, np.uint8), out.shape)
+    assert (delta_e(out, red)[inside(LEFT)] < STROKE_TOLERANCE + 1).all()
+    assert np.array_equal(np.asarray(model.colorize(art, hints=layer, tolerance=0))[inside(LEFT)],
+                          red[inside(LEFT)])  # 0: flat paint
     assert (out <= drawing()[..., None].astype(int) + 1).all()  # the drawing's lines on top, as dark as drawn
     plain = np.asarray(model.colorize(art, hints=layer, propagate=False))
     assert not (plain[inside(LEFT)] == RED).all(-1).all()  # the network alone: a blob at most
