@@ -151,6 +151,9 @@ def hints_to_arrays(hints: Image.Image, size: tuple) -> tuple:
         raise ValueError(f"hints must have an alpha channel (transparent = no hint), got a {hints.mode} image")
     rgba = np.asarray(hints.convert("RGBA"), dtype=np.float32) / 255.0  # (H, W, 4)
     painted = (rgba[..., 3] > HINT_ALPHA_THRESHOLD / 255.0).astype(np.float32)  # (H, W)
+    if painted.shape == tuple(size):  # at its own size (the region grid of a drawing up to a megapixel)
+        mask = painted > 0
+        return np.where(mask[..., None], rgba[..., :3], 0.0).astype(np.float32), mask
     coverage = _resize_plane(painted, size)  # (h, w) in [0, 1]
     sums = np.stack([_resize_plane(np.ascontiguousarray(rgba[..., c] * painted), size) for c in range(3)], -1)
     mask = coverage > 0
