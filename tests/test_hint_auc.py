@@ -69,6 +69,10 @@ def test_protocol_is_deterministic_and_the_baselines_ignore_hints(openmoji_small
         psnrs = [row["psnr"] for row in methods[name]["curve"]]
         assert max(psnrs) - min(psnrs) < 1e-9
         assert methods[name]["auc"]["psnr"] == pytest.approx(psnrs[0])
+    for name, report in methods.items():  # the pooled PSNR (of the mean MSE) never exceeds the mean PSNR (Jensen)
+        if name != "ceiling":
+            assert all(row["pooled_psnr"] <= row["psnr"] + 1e-9 for row in report["curve"])
+            assert report["auc"]["pooled_psnr"] <= report["auc"]["psnr"] + 1e-9
     model_psnrs = [row["psnr"] for row in methods["model"]["curve"]]
     assert len(set(model_psnrs)) > 1  # the model does see the hints
     full = methods["model"]["curve"][-1]
@@ -154,3 +158,15 @@ def test_methods_scored_beside_the_first_score_as_the_package_does(openmoji_smal
     assert [r["psnr"] for r in alone["curve"]] == pytest.approx([r["psnr"] for r in reports["b"]["curve"]])
     with pytest.raises(ValueError, match="first method"):
         hint_auc.evaluate({"ceiling": hint_auc.TARGET}, openmoji_small, "test", max_items=1, progress=False)
+
+
+def test_the_classical_peer_paints_flat():
+    from PIL import Image, ImageDraw
+
+    line = Image.new("L", (200, 120), 255)
+    ImageDraw.Draw(line).rectangle((20, 20, 150, 100), outline=0, width=3)
+    hints = Image.new("RGBA", line.size, (0, 0, 0, 0))
+    ImageDraw.Draw(hints).line((40, 60, 120, 60), fill=(230, 57, 70, 255), width=4)
+    out = hint_auc.peer_colour(line, hints)
+    assert (out[30:90, 30:140] == (230, 57, 70)).all()  # the stroke's own colour, not one within the tolerance
+    assert (out[5:15, 5:195] == 255).all()  # the paper stays white paper
