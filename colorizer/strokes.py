@@ -225,6 +225,8 @@ def taken_shapes(ids: np.ndarray, strokes: int, under: np.ndarray, count: int) -
     """Which shapes each stroke colours (module docstring, item 3). ids (N,) the stroke of each
     painted pixel, under (N,) the shape under it (0 on ink) -> (strokes, count + 1) bool; column 0
     (the ink) is never taken."""
+    if count == 0:  # all ink (a drawing of a pixel or two): no shape to take
+        return np.zeros((strokes, 1), bool)
     counts = np.bincount(ids * (count + 1) + under, minlength=strokes * (count + 1)).reshape(strokes, count + 1)
     off_ink = counts[:, 1:].sum(1)  # (S,)
     takes = counts >= np.maximum(STROKE_MIN_SHARE * off_ink, 1)[:, None]

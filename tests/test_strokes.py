@@ -203,3 +203,10 @@ class SeesHints(torch.nn.Module):
             self.saw_hints = True
         shift = (spatial[:, :3] * mask).sum((2, 3), keepdim=True) / mask.sum((2, 3), keepdim=True).clamp_min(1)
         return (torch.zeros_like(line).expand(-1, 3, -1, -1) + 0.2 * shift).clamp(-1, 1)
+
+
+def test_a_drawing_that_is_all_ink_has_no_shape_to_paint():
+    line = np.zeros((1, 2), np.uint8)  # two pixels of ink: no shape at all
+    layer = np.ones((1, 2, 3), np.float32) * 0.5, np.ones((1, 2), bool)
+    colour = torch.zeros(3, 1, 2)
+    assert torch.equal(propagate(colour, line, *layer), colour)
