@@ -67,7 +67,7 @@ def regions(ink: np.ndarray, gap: float = FILL_GAP) -> tuple:
     paper = ~ink
     if radius > 0:
         # where the ball fits: the paper eroded by a disk of the radius (x^2 + y^2 <= r^2), the border
-        # counted as paper; the same pixels as a distance transform's "> radius", 5x faster at r = 4
+        # counted as paper; the same pixels as a distance transform's "> radius", 2 to 8 x faster here
         rows, cols = np.mgrid[-radius: radius + 1, -radius: radius + 1]
         ball = ndimage.binary_erosion(paper, structure=rows ** 2 + cols ** 2 <= radius ** 2, border_value=1)
         labels, count = ndimage.label(ball)
@@ -83,7 +83,7 @@ def grow(labels: np.ndarray, paper: np.ndarray, steps: int) -> np.ndarray:
     """Labels (h, w) int grown over the unlabelled ``paper`` (h, w) bool, 4-connected, one pixel a
     step for ``steps`` steps; where two labels reach a pixel in the same step, the larger wins (a
     grey dilation with a cross, on the unlabelled paper only, which is where the work is) -> (h, w)."""
-    height, width = labels.shape
+    width = labels.shape[1]
     padded = np.pad(labels.astype(np.int32), 1)  # a border of 0 (nothing to grow from)
     todo = np.flatnonzero(np.pad(paper & (labels == 0), 1))  # flat indices into padded
     stride = width + 2

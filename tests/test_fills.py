@@ -107,3 +107,18 @@ def test_colorize_with_flat_fills_gives_one_colour_per_region_and_keeps_the_line
     assert np.array_equal(np.asarray(layers.image), flat)
     with pytest.raises(ValueError, match="flat fills need the composite"):
         model.colorize(art, composite=False, fill=True)
+
+
+def test_growing_the_regions_is_a_grey_dilation_over_the_unlabelled_paper():
+    from scipy import ndimage
+
+    from colorizer.fills import grow
+
+    rng = np.random.default_rng(0)
+    paper = rng.random((37, 53)) > 0.15  # non-square, ink scattered
+    labels = np.where(paper & (rng.random(paper.shape) > 0.9), rng.integers(1, 6, paper.shape), 0)
+    expect, cross = labels.copy(), ndimage.generate_binary_structure(2, 1)
+    for _ in range(4):  # the grey dilation with a cross, on the unlabelled paper only
+        expect = np.where(paper & (expect == 0), ndimage.grey_dilation(expect, footprint=cross), expect)
+    got = grow(labels, paper, 4)
+    assert np.array_equal(got, expect) and (got[~paper] == 0).all() and (got != labels).any()
