@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .data import mean_color, read_manifest
 from .images import to_array, to_signed
+from .strokes import STROKE_TOLERANCE
 
 HINT_TYPES = ("scribble", "dot")
 PATH_METHOD = "geodesic"  # see the module docstring: deterministic, and importable with numpy 2
@@ -284,12 +285,11 @@ def pooled_psnr(mse: float) -> float:
     return float(10 * np.log10(1 / max(mse, 1e-10)))
 
 
-def model_colour(model, fill: bool = False, propagate: bool = True, tolerance: Optional[float] = None) -> Callable:
+def model_colour(model, fill: bool = False, propagate: bool = True, tolerance: float = STROKE_TOLERANCE) -> Callable:
     """``Colorizer.colorize`` as a Scorer colouring function: the hints as painted strokes
-    (``tolerance``: the strokes' ΔE tolerance, ``strokes.STROKE_TOLERANCE`` when None)."""
-    options = {} if tolerance is None else {"tolerance": tolerance}
+    (``tolerance``: the strokes' ΔE tolerance, ``strokes.paint``'s)."""
     return lambda line, hints: np.asarray(model.colorize(line, hints=hints, fill=fill, propagate=propagate,
-                                                         **options))
+                                                         tolerance=tolerance))
 
 
 def peer_colour(line, hints) -> np.ndarray:
