@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .images import to_uint8
-from .losses import read_state_dict
+from .pretrained import read_state_dict
 
 # torchvision's IMAGENET1K_V1 file names, in the order "auto" tries them: AlexNet is the LPIPS
 # authors' recommended forward metric; VGG16 is the file the perceptual loss already uses.

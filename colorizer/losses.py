@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .pretrained import read_state_dict
+
 # torchvision ``features`` indices of the ReLUs whose outputs are compared:
 # vgg16: relu1_2, relu2_2, relu3_3, relu4_3; vgg19: relu1_2, relu2_2, relu3_4, relu4_4 (the last
 # ReLU of each of the first four blocks, as in the VGG16 choice).
@@ -105,18 +107,6 @@ class PerceptualWeightsMissing(FileNotFoundError):
 
 def _cache_file(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILES[net]
-
-
-def read_state_dict(path: Path, what: str) -> dict:
-    """A weights file's state dict, loaded weights-only (a weights file must never run pickled
-    code); ValueError naming ``path`` and ``what`` it should hold when it is not one."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable {what} state dict: {str(err).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a {what} state dict")
-    return state
 
 
 def _load_vgg_state(cfg) -> tuple:
