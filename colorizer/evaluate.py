@@ -6,7 +6,9 @@
 
 Every metric is reported over the whole image and over the colour region (target pixels that are
 neither paper white nor line black): the paper and the lines are given by the input, so
-whole-image numbers flatter any model. Hints are clean (not denoised) and seeded per batch: the same
+whole-image numbers flatter any model. PSNR also rewards the average colour where a model is unsure,
+so every mode and baseline also reports the guess per shape (``SHAPE_METRICS``, colorizer/shapes.py):
+the share of the target's flat-colour shapes given their colour, and the colourfulness ratio. Hints are clean (not denoised) and seeded per batch: the same
 model gives the same numbers twice. The protocol: each hint mode with ``MODE_PATCHES`` spatial
 patches placed as users paint them (``PLACEMENT``), and the hint curve over ``PATCH_COUNTS``.
 Training validates with ``validate`` (the per-mode table on the val split); the command adds the
@@ -36,6 +38,7 @@ from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
 from .images import to_array, to_pil, to_signed
 from .inference import Colorizer, ModelLoadError
 from .metrics import hint_error, image_metrics, line_error
+from .shapes import SUM_KEYS, batch_shape_sums, shape_ratios
 from .visualize import save_grid
 
 PATCH_COUNTS = (0, 1, 2, 5, 10, 20, 50)  # the hint curve: the interactive-colorization protocol
@@ -43,6 +46,7 @@ MODE_PATCHES = 10  # clean spatial hint patches per image in the per-mode table 
 PLACEMENT = "color"  # hint patches inside the colour region, as users paint them ("uniform": anywhere)
 SHAPES = {"patch": 0.0, "stroke": 1.0}  # hint shape -> share of strokes (short lines of patches) among the hints
 METRICS = ("psnr", "psnr_color", "ssim", "ssim_color")
+SHAPE_METRICS = ("shape_accuracy", "colourfulness")  # the guess per shape (colorizer/shapes.py), over a set
 # How a drawing larger than the model's working size is coloured (Colorizer.colorize arguments):
 FULL_RES_PATHS = {
     "enlarge": {"resolution": "model", "composite": False},  # the network's output enlarged, its own lines
@@ -71,6 +75,16 @@ class Accumulator:
     def mean(self, key: str) -> float:
         total, count = self.sums.get(key, (0.0, 0))
         return total / count if count else float("nan")
+
+    def add_shapes(self, prefix: str, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """The per-image shape sums (shapes.SUM_KEYS) of a batch under ``prefix/KEY``."""
+        for key, values in batch_shape_sums(pred, target).items():
+            self.add(f"{prefix}/{key}", values)
+
+    def shapes(self, prefix: str) -> dict:
+        """SHAPE_METRICS of the images added under ``prefix``: ratios of the sums (each image adds to
+        every sum, so a ratio of the means is the ratio of the sums)."""
+        return shape_ratios({key: self.mean(f"{prefix}/{key}") for key in SUM_KEYS})
 
 
 @contextlib.contextmanager
@@ -132,7 +146,8 @@ def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=Non
                  progress: bool = False) -> tuple:
     """Run ``generator`` (eval mode, on ``device``; ``cfg`` its Config) over ``split`` of the prepared
     folder ``root`` at the training size. Returns (Accumulator with keys "modes/MODE/METRIC", and with
-    ``curve`` "curve/N/METRIC", with ``baselines`` "baselines/NAME/METRIC"; [(hintless colour-region
+    ``curve`` "curve/N/METRIC", with ``baselines`` "baselines/NAME/METRIC"; the shape sums
+    (``Accumulator.shapes``) under "modes/MODE" and "baselines/NAME"; [(hintless colour-region
     PSNR, dataset index)] per image; the dataset). ``extra`` (LPIPS, FID) sees the hintless predictions.
     EmptySplitError when the split has no pairs."""
     dataset = PairDataset(root, split, size=image_size(cfg.data), cache=cache, max_items=max_items)
@@ -150,6 +165,7 @@ def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=Non
             for name, pred in trivial.items():
                 for metric, v in image_metrics(pred, color, region).items():
                     acc.add(f"baselines/{name}/{metric}", v)
+                acc.add_shapes(f"baselines/{name}", pred, color)
         for mode, (pred, hints) in predict_modes(generator, sampler, line, color, seed + i, placement, autocast,
                                                  shape).items():
             values = scores(pred, color, region, hints)
@@ -159,6 +175,7 @@ def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=Non
                     extra.update(pred, color)
             for metric, v in values.items():
                 acc.add(f"modes/{mode}/{metric}", v)
+            acc.add_shapes(f"modes/{mode}", pred, color)
         for count in PATCH_COUNTS if curve else ():
             hints = protocol_hints(sampler, color, "spatial" if count else "none", count,
                                    seed + 1000 * (count + 1) + i, placement, shape)
@@ -200,7 +217,11 @@ def validate_folder(cfg, generator, root: Path, device, autocast) -> dict:
                                  seed=cfg.train.seed, cache=cfg.data.cache)
     except EmptySplitError:
         return {}
-    return {f"val/{key.split('/', 1)[1]}": acc.mean(key) for key in acc.sums if key.startswith("modes/")}
+    table = {f"val/{key.split('/', 1)[1]}": acc.mean(key) for key in acc.sums
+             if key.startswith("modes/") and key.rsplit("/", 1)[1] not in SUM_KEYS}
+    for mode in MODES:
+        table.update({f"val/{mode}/{metric}": value for metric, value in acc.shapes(f"modes/{mode}").items()})
+    return table
 
 
 def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str = PLACEMENT, batch_size: int = 16,
@@ -229,9 +250,10 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
                   {"lpips": "not computed: disabled", "fid": "not computed: disabled"})
     for mode in MODES:
         keys = METRICS + (("hint_error",) if mode == "spatial" else ())
-        report["modes"][mode] = {k: acc.mean(f"modes/{mode}/{k}") for k in keys}
+        report["modes"][mode] = {**{k: acc.mean(f"modes/{mode}/{k}") for k in keys}, **acc.shapes(f"modes/{mode}")}
     for name in ("line_art", "mean_color"):
-        report["baselines"][name] = {k: acc.mean(f"baselines/{name}/{k}") for k in METRICS}
+        report["baselines"][name] = {**{k: acc.mean(f"baselines/{name}/{k}") for k in METRICS},
+                                     **acc.shapes(f"baselines/{name}")}
     for count in PATCH_COUNTS:
         row = {"patches": count, **{k: acc.mean(f"curve/{count}/{k}") for k in METRICS}}
         row["hint_error"] = acc.mean(f"curve/{count}/hint_error") if count else None
@@ -362,13 +384,15 @@ def markdown(report: dict) -> str:
              f"split `{report['split']}`: {report['items']} images at {report['size'][0]}x{report['size'][1]}, "
              f"hints placed `{report['placement']}`, shaped `{report.get('shape', 'patch')}`, "
              f"step {report['step']}", "",
-             "| method | PSNR | PSNR colour | SSIM | SSIM colour | hint error |", "|---|---|---|---|---|---|"]
+             "| method | PSNR | PSNR colour | SSIM | SSIM colour | hint error | shape accuracy | colourfulness |",
+             "|---|---|---|---|---|---|---|---|"]
     for mode, m in report["modes"].items():
         extra = f" ({MODE_PATCHES} patches)" if mode == "spatial" else ""
         lines.append(f"| model, {mode}{extra} | " + " | ".join(fmt(m[k]) for k in METRICS)
-                     + f" | {fmt(m.get('hint_error'))} |")
+                     + f" | {fmt(m.get('hint_error'))} | " + " | ".join(fmt(m.get(k)) for k in SHAPE_METRICS) + " |")
     for name, m in report["baselines"].items():
-        lines.append(f"| baseline: {name.replace('_', ' ')} | " + " | ".join(fmt(m[k]) for k in METRICS) + " | n/a |")
+        lines.append(f"| baseline: {name.replace('_', ' ')} | " + " | ".join(fmt(m[k]) for k in METRICS) + " | n/a | "
+                     + " | ".join(fmt(m.get(k)) for k in SHAPE_METRICS) + " |")
     lines += ["", "| hint patches | PSNR | PSNR colour | SSIM colour | hint error |", "|---|---|---|---|---|"]
     for row in report["hint_curve"]:
         lines.append(f"| {row['patches']} | {fmt(row['psnr'])} | {fmt(row['psnr_color'])} | "
@@ -381,13 +405,17 @@ def markdown(report: dict) -> str:
 def compare_markdown(reports: list) -> str:
     """One row per evaluated dataset (the same model): colour-region PSNR hintless and at
     ``MODE_PATCHES`` patches, the gain, and the two trivial baselines, so line styles sit side by side."""
-    lines = [f"| data | lines | items | hintless | {MODE_PATCHES} patches | gain | line art | mean colour |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| data | lines | items | hintless | {MODE_PATCHES} patches | gain | line art | mean colour | "
+             "shape accuracy hintless (mean colour) | colourfulness hintless |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         none, spatial = r["modes"]["none"]["psnr_color"], r["modes"]["spatial"]["psnr_color"]
         lines.append(f"| {r['data']} | {r['lines']} | {r['items']} | {fmt(none)} | {fmt(spatial)} | "
                      f"{fmt(spatial - none)} | {fmt(r['baselines']['line_art']['psnr_color'])} | "
-                     f"{fmt(r['baselines']['mean_color']['psnr_color'])} |")
+                     f"{fmt(r['baselines']['mean_color']['psnr_color'])} | "
+                     f"{fmt(r['modes']['none'].get('shape_accuracy'))} "
+                     f"({fmt(r['baselines']['mean_color'].get('shape_accuracy'))}) | "
+                     f"{fmt(r['modes']['none'].get('colourfulness'))} |")
     return "\n".join(lines)
 
 

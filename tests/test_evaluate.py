@@ -59,7 +59,12 @@ def test_report_layout_and_the_worst_samples(openmoji_small, tmp_path):
     report = ev.evaluate(model, openmoji_small, "test", max_items=20, batch_size=8, worst=5, gallery=gallery)
     assert report["items"] == 20 and report["size"] == [32, 32] and report["step"] == 7
     assert set(report["modes"]) == {"none", "spatial", "palette"}
-    assert set(report["modes"]["spatial"]) == {"psnr", "psnr_color", "ssim", "ssim_color", "hint_error"}
+    assert set(report["modes"]["spatial"]) == {"psnr", "psnr_color", "ssim", "ssim_color", "hint_error",
+                                               "shape_accuracy", "colourfulness"}
+    for row in list(report["modes"].values()) + list(report["baselines"].values()):
+        assert 0 <= row["shape_accuracy"] <= 1 and row["colourfulness"] >= 0
+    # a constant colour has no colour variance: its colourfulness is that of one colour, never the target's
+    assert report["baselines"]["mean_color"]["colourfulness"] < 1
     assert [row["patches"] for row in report["hint_curve"]] == [0, 1, 2, 5, 10, 20, 50]
     assert report["hint_curve"][0]["hint_error"] is None and report["hint_curve"][3]["hint_error"] >= 0
     worst = [w["psnr_color"] for w in report["worst"]]
@@ -75,7 +80,7 @@ def test_a_model_returning_the_line_art_scores_exactly_the_line_art_baseline(ope
     cfg = load_config(overrides=TINY)
     model = Colorizer(LineArtGenerator(), cfg, device="cpu")
     report = ev.evaluate(model, openmoji_small, "test", max_items=16, batch_size=8)
-    for metric in ev.METRICS:
+    for metric in ev.METRICS + ev.SHAPE_METRICS:
         assert report["modes"]["none"][metric] == pytest.approx(report["baselines"]["line_art"][metric], abs=1e-9)
     # the colour region excludes the paper, so it scores the line art lower than the whole image does
     assert report["baselines"]["line_art"]["psnr_color"] < report["baselines"]["line_art"]["psnr"]

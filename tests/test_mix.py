@@ -185,7 +185,7 @@ def test_validation_reports_each_folder_and_their_share_weighted_mean(two_folder
     generator = build_parts(cfg, torch.device("cpu")).ema.module.eval()
     metrics = validate(cfg, generator, list(two_folders), torch.device("cpu"), None)
     for mode in ("none", "spatial", "palette"):
-        for metric in ("psnr", "psnr_color", "ssim", "ssim_color"):
+        for metric in ("psnr", "psnr_color", "ssim", "ssim_color", "shape_accuracy", "colourfulness"):
             alpha, beta = metrics[f"val/alpha/{mode}/{metric}"], metrics[f"val/beta/{mode}/{metric}"]
             assert not math.isnan(alpha) and not math.isnan(beta)
             assert metrics[f"val/{mode}/{metric}"] == pytest.approx(0.75 * alpha + 0.25 * beta)
