@@ -38,7 +38,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    generator: str = "unet"  # key into models.GENERATORS
+    # key into models.GENERATORS: unet (learnt from scratch) | efficientnet_unet (ImageNet EfficientNet-Lite0
+    # encoder, fine-tuned; depth 5) | unet_features (unet + frozen ImageNet features of the line art at its bottleneck)
+    generator: str = "unet"
+    encoder_lr: float = 0.1  # efficientnet_unet: the pretrained encoder's learning rate, as a share of train.lr_g
     depth: int = 6  # number of 2x downsamplings; H and W must be divisible by 2**depth
     base_channels: int = 64  # width of the first encoder block, doubled per level
     max_channels: int = 512  # cap on the width of deep blocks

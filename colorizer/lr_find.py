@@ -73,7 +73,9 @@ def range_test(cfg, lrs: list) -> dict:
     seen, losses, stopped, running, best = [], [], None, 0.0, math.inf
     with tqdm(lrs, desc="lr_find", disable=not cfg.log.progress, dynamic_ncols=True) as bar:
         for step, lr in enumerate(bar):
-            parts.opt_g.param_groups[0]["lr"], parts.opt_d.param_groups[0]["lr"] = lr, lr * d_ratio
+            for optimizer, base, scale in ((parts.opt_g, cfg.train.lr_g, lr), (parts.opt_d, cfg.train.lr_d, lr * d_ratio)):
+                for group in optimizer.param_groups:  # a pretrained encoder's group keeps its share of the rate
+                    group["lr"] = scale * group["initial_lr"] / base
             line, color, hints, _ = prepare_inputs(parts, next(stream), 0.0)  # the hint mix training starts with
             result = train_step(parts, line, color, hints)
             loss = result.g_total.item()  # CPU-GPU sync point

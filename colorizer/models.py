@@ -10,95 +10,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-PALETTE_HIDDEN = 128  # width of the per-colour embedding of the global hint
-
-
-def make_norm(kind: str, channels: int) -> nn.Module:
-    """Normalisation layer by name. Group norm uses up to 32 groups of at least 4 channels each,
-    taking the largest group count that divides ``channels``."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if kind == "group":
-        groups = max(g for g in range(1, max(1, min(32, channels // 4)) + 1) if channels % g == 0)
-        return nn.GroupNorm(groups, channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}: use batch, instance, group or none")
-
-
-def padding(channels: int, pad: bool, multiple: int = 8) -> int:
-    """Zero channels that bring ``channels`` to a multiple of ``multiple`` when ``pad`` (model.pad_inputs)."""
-    return -channels % multiple if pad else 0
-
-
-def pad_channels(x: torch.Tensor, extra: int) -> torch.Tensor:
-    """x (B, C, H, W) -> (B, C + extra, H, W), the new channels zero."""
-    if not extra:
-        return x
-    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], 1)
-
-
-class Down(nn.Module):
-    """4x4 stride-2 conv -> norm -> LeakyReLU(0.2): halves H and W."""
-
-    def __init__(self, cin: int, cout: int, norm: str):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=norm == "none")
-        self.norm = make_norm(norm, cout)
-        self.act = nn.LeakyReLU(0.2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
-
-
-class Up(nn.Module):
-    """Doubles H and W: bilinear resize + 3x3 conv (no checkerboard), or a 4x4 transposed conv;
-    then norm -> dropout -> ReLU."""
-
-    def __init__(self, cin: int, cout: int, norm: str, mode: str, dropout: float):
-        super().__init__()
-        self.up = upsample(cin, cout, mode, bias=norm == "none")
-        self.norm = make_norm(norm, cout)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.act = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop(self.norm(self.up(x))))
-
-
-def upsample(cin: int, cout: int, mode: str, bias: bool) -> nn.Module:
-    if mode == "resize":
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                             nn.Conv2d(cin, cout, 3, padding=1, bias=bias))
-    if mode == "transpose":
-        return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)
-    raise ValueError(f"unknown upsample {mode!r}: use resize or transpose")
-
-
-class PaletteEncoder(nn.Module):
-    """Global hint -> FiLM (scale, shift) for the bottleneck. Each kept colour is embedded on its
-    own and the embeddings are averaged, so the result carries no spatial information and does not
-    depend on the palette's order or on the values of colours whose keep bit is 0."""
-
-    def __init__(self, channels: int, hidden: int = PALETTE_HIDDEN):
-        super().__init__()
-        self.colour = nn.Sequential(nn.Linear(3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.film = nn.Linear(hidden + 1, 2 * channels)
-
-    def forward(self, palette: torch.Tensor, keep: torch.Tensor):
-        """palette (B, K, 3) in [-1, 1], keep (B, K) in {0, 1} -> scale, shift (B, C, 1, 1) each."""
-        weight = keep.unsqueeze(-1)  # (B, K, 1) in {0, 1}
-        emb = self.colour(palette)  # (B, K, hidden) >= 0
-        count = weight.sum(1)  # (B, 1): number of kept colours
-        pooled = (emb * weight).sum(1) / count.clamp_min(1.0)  # (B, hidden): mean over kept colours
-        has_palette = (count > 0).to(emb.dtype)  # (B, 1) in {0, 1}
-        scale, shift = self.film(torch.cat([pooled, has_palette], 1)).chunk(2, dim=1)  # (B, C) each
-        # No palette -> identity FiLM, so hintless inputs are untouched by this branch.
-        scale = 1 + has_palette * scale  # (B, C), about 1
-        shift = has_palette * shift  # (B, C), about 0
-        return scale[..., None, None], shift[..., None, None]
+from .blocks import Down, PaletteEncoder, Up, make_norm, pad_channels, padding, upsample  # noqa: F401 (re-exported)
+from .encoders import EfficientUNet, LineFeatures
 
 
 class UNet(nn.Module):
@@ -109,9 +22,11 @@ class UNet(nn.Module):
     1x1, where batch and instance norm are undefined). The spatial hint enters with the line art;
     the palette enters only at the bottleneck through FiLM, so it cannot say where a colour goes.
     Decoder: ReLU blocks mirroring the encoder, dropout in the ``dropout_blocks`` innermost ones.
+    ``line_features``: frozen ImageNet features of the line art added at the bottleneck
+    (``encoders.LineFeatures``, model.generator=unet_features).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, line_features: bool = False):
         super().__init__()
         if cfg.depth < 1:
             raise ValueError(f"model.depth={cfg.depth} must be >= 1")
@@ -124,6 +39,7 @@ class UNet(nn.Module):
                  "none" if i in (0, cfg.depth - 1) else cfg.norm)
             for i, width in enumerate(widths))
         self.palette = PaletteEncoder(widths[-1])
+        self.line_features = LineFeatures(widths[-1]) if line_features else None
         self.ups = nn.ModuleList()
         for i in reversed(range(1, cfg.depth)):
             cin = widths[i] if i == cfg.depth - 1 else widths[i] * 2  # innermost: no skip to concat
@@ -146,6 +62,8 @@ class UNet(nn.Module):
         for down in self.downs:
             x = down(x)  # (B, C_i, H / 2^(i+1), W / 2^(i+1))
             skips.append(x)
+        if self.line_features is not None:  # frozen ImageNet features of the drawing, through a learnt 1x1 conv
+            x = x + self.line_features(line, x.shape[-2:])  # (B, C_bottom, H / 2^depth, W / 2^depth)
         scale, shift = self.palette(palette.to(x.dtype), palette_keep.to(x.dtype))  # (B, C_bottom, 1, 1) each
         x = x * scale + shift  # (B, C_bottom, H / 2^depth, W / 2^depth): global hint, no spatial info
         skips.pop()  # the bottleneck itself
@@ -217,13 +135,19 @@ def init_weights(module: nn.Module) -> None:
             for layer in m.colour:
                 if isinstance(layer, nn.Linear):
                     nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        if isinstance(m, LineFeatures):  # the features join at zero: a new model starts as the plain U-Net
+            m.zero_projection()
 
 
-GENERATORS = {"unet": UNet}
+# model.generator: the U-Net learnt from scratch; the ImageNet EfficientNet-Lite0 as its encoder,
+# fine-tuned; the U-Net with frozen ImageNet features of the line art at its bottleneck (encoders.py)
+GENERATORS = {"unet": UNet, "efficientnet_unet": EfficientUNet,
+              "unet_features": lambda cfg: UNet(cfg, line_features=True)}
 
 
 def build_generator(cfg) -> nn.Module:
-    """cfg: ModelConfig -> initialised generator (``GENERATORS[cfg.generator]``)."""
+    """cfg: ModelConfig -> initialised generator (``GENERATORS[cfg.generator]``), pretrained parts
+    random too (``encoders.load_pretrained`` puts their ImageNet weights in)."""
     if cfg.generator not in GENERATORS:
         raise ValueError(f"model.generator={cfg.generator!r}: choose one of {', '.join(GENERATORS)}")
     model = GENERATORS[cfg.generator](cfg)

@@ -114,14 +114,11 @@ class EfficientNetLite0(nn.Module):
     def features(self, x: torch.Tensor, upto: int = len(FEATURE_STAGES)) -> list:
         """x (B, 3, H, W), already ``normalise``d -> the first ``upto`` feature maps at strides
         FEATURE_STRIDES: [(B, 16, H/2, W/2), (B, 24, H/4, W/4), (B, 40, H/8, W/8), (B, 112, H/16, W/16),
-        (B, 320, H/32, W/32)] (sizes rounded up), after ReLU6-free linear bottlenecks."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
-        taps = [self.stage_ends[i] for i in FEATURE_STAGES[:upto]]
+        (B, 320, H/32, W/32)] (sizes rounded up), the stages' linear-bottleneck outputs."""
         out = []
-        for index, block in enumerate(self._blocks[: taps[-1] + 1]):
-            x = block(x)
-            if index in taps:
-                out.append(x)
+        for stage in feature_stages(self, upto):
+            x = stage(x)
+            out.append(x)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +126,31 @@ class EfficientNetLite0(nn.Module):
         x = self.features(x)[-1]  # (B, 320, H/32, W/32)
         x = F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
         return self._fc(x.mean((2, 3)))  # (B, 1000)
+
+
+class Stem(nn.Module):
+    """The network's stem, by reference to its layers: 3x3 stride-2 conv -> BatchNorm -> ReLU6."""
+
+    def __init__(self, conv: nn.Module, norm: nn.Module):
+        super().__init__()
+        self.conv, self.norm = conv, norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self.norm(self.conv(x)))  # (B, 32, H/2, W/2)
+
+
+def feature_stages(model: EfficientNetLite0, upto: int = len(FEATURE_STAGES)) -> list:
+    """The ``upto`` modules that, run one after the other on a ``normalise``d input, give the feature
+    maps at strides FEATURE_STRIDES: the stem with the blocks up to the first tap, then the blocks
+    between taps. They share ``model``'s layers (and its frozen state)."""
+    stages, start = [], 0
+    for tap in (model.stage_ends[i] for i in FEATURE_STAGES[:upto]):
+        layers = list(model._blocks[start: tap + 1])
+        if start == 0:
+            layers.insert(0, Stem(model._conv_stem, model._bn0))
+        stages.append(nn.Sequential(*layers))
+        start = tap + 1
+    return stages
 
 
 def weights_file() -> Path:

@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .hints import HintSampler, Hints, curriculum_probs
 from .linestyle import restyle
 from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, gradient_penalty, recon_loss
+from .encoders import load_pretrained, parameter_groups
 from .models import build_discriminator, build_generator
 from .runtime import DistInfo, amp_dtype, augment
 
@@ -115,7 +116,9 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
     The order of construction is fixed (it draws the initial weights from the global RNG), so the
     same seed gives the same networks in train, lr_find and bench. ``dist``: DDP when it has >1 ranks."""
     dist = dist or DistInfo()
-    g_raw = build_generator(cfg.model).to(device)
+    g_raw = build_generator(cfg.model)
+    load_pretrained(g_raw)  # ImageNet weights of pretrained parts, before the EMA copies G
+    g_raw = g_raw.to(device)
     d_raw = build_discriminator(cfg.model).to(device)
     if dist.enabled and device.type == "cuda" and "batch" in (cfg.model.norm, cfg.model.disc_norm):
         g_raw = nn.SyncBatchNorm.convert_sync_batchnorm(g_raw)
@@ -127,8 +130,8 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
     perceptual = PerceptualLoss(cfg.loss).to(device)
     if channels_last and cfg.loss.perceptual_amp:
         perceptual = perceptual.to(memory_format=torch.channels_last)
-    opt_g = make_optimizer(g_raw, cfg.train.lr_g, cfg.train, device)
-    opt_d = make_optimizer(d_raw, cfg.train.lr_d, cfg.train, device)
+    opt_g = make_optimizer(parameter_groups(g_raw, cfg.train.lr_g, cfg.model.encoder_lr), cfg.train, device)
+    opt_d = make_optimizer(parameter_groups(d_raw, cfg.train.lr_d, 1.0), cfg.train, device)
     schedule = lr_lambda(cfg.train)
     dtype = amp_dtype(cfg.train.amp, device)
     g_run, d_run = g_raw, d_raw
@@ -152,15 +155,16 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
         channels_last=channels_last)
 
 
-def make_optimizer(module: nn.Module, lr: float, train_cfg, device: torch.device) -> torch.optim.Adam:
-    """Adam for ``module`` as ``train.optimizer`` asks: "fused" (one kernel for all parameters, and
+def make_optimizer(groups: list, train_cfg, device: torch.device) -> torch.optim.Adam:
+    """Adam for the parameter ``groups`` (``encoders.parameter_groups``: each with its lr) as
+    ``train.optimizer`` asks: "fused" (one kernel for all parameters, and
     it skips a non-finite step on the device, so the guard needs no host sync), "foreach", or
     "auto" (fused on CUDA, foreach elsewhere)."""
     kind = train_cfg.optimizer
     if kind == "auto":
         kind = "fused" if device.type == "cuda" else "foreach"
     betas = (train_cfg.beta1, train_cfg.beta2)
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, **{kind: True})
+    return torch.optim.Adam(groups, betas=betas, **{kind: True})
 
 
 @torch.no_grad()
