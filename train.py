@@ -2,7 +2,7 @@
 
 With no experiment file: on a CUDA machine the default experiment (the full hint curriculum on
 OpenMoji at 256 px); on any other machine the CPU recipe, experiments/cpu.yaml (the same curriculum,
-a small model at 96 px, 48 minutes on 2 cores). The data is prepared first if it is missing.
+a small model at 96 px, about an hour on 2 cores). The data is prepared first if it is missing.
 See README.md for the configuration keys.
 """
 import os

@@ -234,3 +234,13 @@ def test_efficientnet_term_refuses_a_bad_local_file(tmp_path):
     torch.save({"_fc.bias": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="lite0.pth does not match EfficientNet-Lite0"):
         PerceptualLoss(loss_cfg("--loss.perceptual_net=efficientnet_lite0", f"--loss.perceptual_weights_path={bad}"))
+
+
+def test_the_cpu_recipe_trains_with_the_perceptual_term_on(tmp_path, monkeypatch):
+    """What `python train.py` runs on a machine without a GPU, and without VGG weights (this one)."""
+    from colorizer.config import CPU_RECIPE, PROJECT_ROOT
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = load_config(str(PROJECT_ROOT / CPU_RECIPE))
+    loss = PerceptualLoss(cfg.loss)
+    assert cfg.loss.perceptual_weight > 0 and loss.enabled and loss.net == "efficientnet_lite0"
