@@ -6,6 +6,7 @@ The import graph is read with ``ast`` from the source, every ``import`` statemen
 those inside functions (a deferred import hides a circle from Python but not from the reader).
 """
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,52 @@ def test_every_module_imports_in_a_fresh_interpreter():
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
     result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---- README's map ------------------------------------------------------------------------------------
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    return text[start: text.index("\n## ", start + 1)]
+
+
+def definitions(path: Path) -> set:
+    """What a module defines: its top-level names, ``Class.method`` for its classes' methods, and the
+    parameters of its functions (the paragraphs name a few arguments)."""
+    names = set()
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{item.name}" for item in node.body if isinstance(item, ast.FunctionDef)}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {target.id for target in targets if isinstance(target, ast.Name)}
+    return names | {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+
+
+def test_readme_architecture_has_a_row_for_every_module():
+    rows = {line.split("`")[1] for line in readme_section("Architecture").splitlines() if line.startswith("| `")}
+    modules = {f"{package}/{path.name}" for package in PACKAGES for path in (ROOT / package).glob("*.py")
+               if path.name != "__init__.py"}
+    assert modules - rows == set()
+    assert set(ENTRY_POINTS) <= rows
+
+
+def test_the_flow_paragraphs_name_functions_that_exist():
+    """Each ``module.name``, ``Class.method`` or bare name in "How a batch flows" and "How a drawing
+    is coloured" is defined where it says (file names, config keys and commands aside)."""
+    section = readme_section("Architecture")
+    defined = {name: definitions(path) for name, path in module_files().items()}
+    anywhere = set().union(*defined.values())
+    for title in ("How a batch flows:", "How a drawing is coloured:"):
+        paragraph = section[section.index(title):].split("\n\n")[0]
+        names = [span for span in paragraph.split("`")[1::2]
+                 if re.fullmatch(r"\w+(\.\w+)?", span) and not span.endswith((".jsonl", ".png", ".psd"))]
+        assert len(names) >= 5, title  # the parse found the names
+        for span in names:
+            module, _, name = span.partition(".")
+            where = defined.get(f"colorizer.{module}") if name else None
+            assert (name in where) if where is not None else (span in anywhere), f"{title} names `{span}`"
