@@ -191,9 +191,9 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
                   layers: bool = True, fill=False, propagate=PROPAGATE_DEFAULT):
     """Apply the mode labelled ``label`` -> ``inference.Layers``, or with ``layers=False`` the
     composite image alone (what the single-image endpoints return); ``fill``: flat fills, one colour
-    per closed region; ``propagate``: each painted stroke colours its whole shape. Automatic uses painted strokes when there are any (it is painted hints then)
-    and ignores the palette; each hinted mode needs its hint; palette mode with strokes says, on the
-    page, that it left them out."""
+    per closed region; ``propagate``: each painted stroke colours its whole shape. Automatic uses
+    painted strokes when there are any (it is painted hints then) and ignores the palette; each
+    hinted mode needs its hint; palette mode with strokes says, on the page, that it left them out."""
     if not isinstance(label, str) or label not in LABEL_MODES:
         raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
     if fill is None:
