@@ -7,7 +7,8 @@ palette, get it coloured.
     python serve.py --host 0.0.0.0 --auth user:pass  # reachable from other machines, with a login
 
 Uploads are limited to --max-file-mb each (Gradio refuses a larger one while it arrives) and the
-upload and result cache to --max-cache-mb in all (oldest files deleted first).
+upload and result cache to --max-cache-mb in all (oldest files deleted first): ``colorizer.files``
+decodes the uploads within their limits and keeps the cache.
 
 Paths given without --checkpoint (runs/, models/demo/, data/openmoji256/) are relative to the
 current directory: run it from the repository root. Training code is never imported here.
@@ -15,7 +16,6 @@ current directory: run it from the repository root. Training code is never impor
 from __future__ import annotations
 
 import argparse
-import hashlib
 import ipaddress
 import json
 import logging
@@ -26,20 +26,18 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-import anyio
 import gradio as gr
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from starlette.middleware import Middleware
 
-from colorizer.checkpoint import (DEMO_MODEL, EXPORT_CONFIG, EXPORT_DIR, LATEST, RUNS_DIR, atomic_write,
-                                  find_checkpoint)
+from colorizer.checkpoint import DEMO_MODEL, EXPORT_CONFIG, EXPORT_DIR, LATEST, RUNS_DIR, find_checkpoint
 from colorizer.config import data_roots
+from colorizer.files import (CACHE_ROOM, MIB, CacheLimit, cache_files, editor_images, editor_layer, kept_files,
+                             open_upload)
 from colorizer.hints import HintMode
 from colorizer.images import png_bytes
+from colorizer.inference import DEFAULT_MAX_PIXELS, Colorizer, parse_color, parse_palette
 from colorizer.psd import psd_bytes
-from colorizer.inference import (DEFAULT_MAX_PIXELS, HINT_ALPHA_THRESHOLD, Colorizer, open_image, parse_color,
-                                 parse_palette)
 
 log = logging.getLogger("colorizer.serve")
 
@@ -54,8 +52,6 @@ LAYER_NAMES = ("colorized", "colorized_flat", "colorized_lines")  # download nam
 ATTRIBUTION = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 BRUSH_COLORS = ["#e63946", "#f4a261", "#ffd166", "#2a9d8f", "#57cc99", "#4361ee", "#9b5de5", "#f7c6a3",
                 "#8d5524", "#6c757d"]
-MIB = 1024 * 1024
-CACHE_ROOM = 4  # the cache must hold at least this many of the largest uploads at once
 NO_MODEL_HELP = ("no trained model found: looked for models/demo/ and runs/*/export/config.json under {cwd}. "
                  "Train one with `python train.py` (it exports to runs/NAME/export), or pass "
                  "`--checkpoint PATH` (an export folder or a checkpoint .pt).")
@@ -167,82 +163,37 @@ def bad_input(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def _rgba_image(array: np.ndarray, what: str) -> Image.Image:
-    if array.ndim == 2:
-        return Image.fromarray(array.astype(np.uint8), "L")
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise bad_input(f"{what} has an unexpected shape {array.shape}")
-    return Image.fromarray(array.astype(np.uint8), "RGBA" if array.shape[2] == 4 else "RGB")
+def checked(read, *args):
+    """``read(*args)``; its ValueError (a bad upload or value, the message naming it and saying what
+    is wrong) is refused as ``bad_input``."""
+    try:
+        return read(*args)
+    except ValueError as err:
+        raise bad_input(str(err)) from None
 
 
 def decode_uploads_safely(editor: gr.ImageEditor, max_pixels: int) -> gr.ImageEditor:
-    """Make ``editor`` decode its uploaded images with ``inference.open_image``: the pixel limit is
-    checked from the header before decoding (Gradio's own editor decodes first, whatever the
-    size), an unreadable file gets an error naming it instead of Gradio's generic "could not
-    preprocess", and the line art's EXIF orientation is applied as in ``Colorizer.colorize`` and
-    as the browser shows it. It replaces the instance's ``convert_and_format_image`` (a subclass
-    would make Gradio write a serve.pyi stub beside this file at every start)."""
+    """Make ``editor`` decode its uploaded layers with ``files.editor_layer``: the pixel limit is
+    checked from the header before decoding (Gradio's own editor decodes first, whatever the size),
+    an unreadable file gets an error naming it instead of Gradio's generic "could not preprocess",
+    and the line art's EXIF orientation is applied. It replaces the instance's
+    ``convert_and_format_image`` (a subclass would make Gradio write a serve.pyi stub beside this
+    file at every start)."""
 
-    def convert_and_format_image(file, flatten_on_white: bool = False) -> Optional[np.ndarray]:
-        """One uploaded layer (FileData or bytes) -> (H, W, 4) uint8 RGBA array; gr.Error saying why
-        if it is not a usable image. Gradio calls this for the background and the composite with
-        ``flatten_on_white`` and for each painted layer without."""
-        if file is None:
-            return None
-        what = "the line art" if flatten_on_white else "the hint layer"
-        try:
-            image = open_image(file if isinstance(file, (bytes, bytearray)) else file.path, what, max_pixels)
-            if flatten_on_white:
-                image = ImageOps.exif_transpose(image)
-            return np.array(image.convert("RGBA"))
-        except ValueError as err:
-            raise bad_input(str(err)) from None
+    def convert_and_format_image(file, flatten_on_white: bool = False):
+        return checked(editor_layer, file, flatten_on_white, max_pixels)
 
     editor.convert_and_format_image = convert_and_format_image
     return editor
-
-
-def editor_images(value) -> tuple:
-    """ImageEditor value -> (line art, hints or None); gr.Error for an empty canvas."""
-    background = value.get("background") if isinstance(value, dict) else None
-    if background is None or np.asarray(background).size == 0:
-        raise bad_input("empty canvas: upload a line-art image first")
-    background = np.asarray(background)
-    if background.ndim == 3 and background.shape[2] == 4 and background[..., 3].max() == 0:
-        raise bad_input("empty canvas: the image is fully transparent; upload line art")
-    if background.min() == background.max():
-        raise bad_input("empty canvas: the image is one flat colour; upload line art")
-    hints = None
-    for layer in value.get("layers") or []:
-        layer = np.asarray(layer)
-        if layer.ndim == 3 and layer.shape[2] == 4 and (layer[..., 3] > HINT_ALPHA_THRESHOLD).any():
-            hints = _rgba_image(layer, "the hint layer")
-            break
-    return _rgba_image(background, "the line art"), hints
-
-
-def open_upload(upload, what: str, upload_folder: str, max_pixels: int) -> Image.Image:
-    """A file sent to the API (gradio_client.handle_file) -> decoded PIL image; gr.Error saying why
-    if it is not one. Only files in Gradio's upload folder are read: a client must not be able to
-    name any file on the server. ``inference.open_image`` checks the size from the header, before decoding."""
-    if not upload:
-        raise bad_input(f"no {what} given")
-    path = upload.get("path") if isinstance(upload, dict) else getattr(upload, "path", upload)
-    if not isinstance(path, str) or not Path(path).resolve().is_relative_to(Path(upload_folder).resolve()):
-        raise bad_input(f"the {what} must be an uploaded file: send it with gradio_client.handle_file(path)")
-    try:
-        return open_image(path, f"the {what}", max_pixels)
-    except ValueError as err:
-        raise bad_input(str(err)) from None
 
 
 def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str,
                   layers: bool = True, fill=False, propagate=PROPAGATE_DEFAULT):
     """Apply the mode labelled ``label`` -> ``inference.Layers``, or with ``layers=False`` the
     composite image alone (what the single-image endpoints return); ``fill``: flat fills, one colour
-    per closed region; ``propagate``: each painted stroke colours its whole shape. Automatic uses painted strokes when there are any (it is painted hints then)
-    and ignores the palette; each hinted mode needs its hint; palette mode with strokes says, on the
-    page, that it left them out."""
+    per closed region; ``propagate``: each painted stroke colours its whole shape. Automatic uses
+    painted strokes when there are any (it is painted hints then) and ignores the palette; each
+    hinted mode needs its hint; palette mode with strokes says, on the page, that it left them out."""
     if not isinstance(label, str) or label not in LABEL_MODES:
         raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
     if fill is None:
@@ -260,11 +211,7 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
         gr.Warning("palette mode uses the palette only: your painted strokes were left out "
                    "(choose painted hints to use them)")
     if mode == HintMode.PALETTE:
-        try:
-            colors = parse_palette(palette or "", colorizer.palette_size)
-        except ValueError as err:
-            raise bad_input(str(err)) from None
-        if not colors:
+        if not checked(parse_palette, palette or "", colorizer.palette_size):
             raise bad_input("palette mode needs at least one colour, e.g. '#e63946, #457b9d'")
     if mode == HintMode.SPATIAL and hints is None:
         raise bad_input("painted hints mode: paint some strokes on the 'hints' layer first")
@@ -274,101 +221,6 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
                       palette=palette if mode == HintMode.PALETTE else None, fill=fill, propagate=propagate)
     except (ValueError, TypeError) as err:
         raise bad_input(str(err)) from None
-
-
-def cache_png(image: Image.Image, cache_dir: str, name: str = LAYER_NAMES[0], data: Optional[bytes] = None) -> str:
-    """Save a result as ``name``.png in Gradio's cache, in a folder named by its content, written
-    once, atomically.
-
-    Gradio's own ``save_pil_to_cache`` rewrites an existing file in place when two results are
-    identical, so a client still downloading the first copy can get a truncated body (the load test
-    in tools/load_test.py found it with concurrent identical requests). ``data``: the image's PNG
-    bytes when already encoded (``images.png_bytes``).
-    """
-    if data is None:
-        data = png_bytes([image])[0]
-    return cache_bytes(data, cache_dir, f"{name}.png")
-
-
-def cache_bytes(data: bytes, cache_dir: str, filename: str) -> str:
-    """Save a result file's ``data`` as ``filename`` in Gradio's cache, in a folder named by its
-    content, written once, atomically (see ``cache_png``) -> its path."""
-    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / filename
-    try:
-        # Written already: only touch its ctime (by which the cache cleaner ages files), so a result
-        # handed out again is not deleted on the schedule of its first use; its bytes stay as they are.
-        st = path.stat()
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        return str(path)
-    except FileNotFoundError:
-        pass
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), durable=False)
-    return str(path)
-
-
-def trim_cache(folder: str, max_bytes: int, keep=frozenset()) -> int:
-    """Delete the oldest files under ``folder`` (by ctime, the age Gradio's own cleaner uses) until
-    what is left takes at most ``max_bytes``; returns the bytes freed. Paths in ``keep`` (the page's
-    example drawings) are never deleted. Files other requests delete meanwhile are skipped, so
-    concurrent calls are safe."""
-    files = []
-    for path in Path(folder).rglob("*"):
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if path.is_file() and str(path) not in keep:
-            files.append((st.st_ctime_ns, st.st_size, path))
-    total = sum(size for _, size, _ in files) + sum(Path(p).stat().st_size for p in keep if Path(p).is_file())
-    freed = 0
-    for _, size, path in sorted(files, key=lambda f: f[0]):
-        if total - freed <= max_bytes:
-            break
-        try:
-            path.unlink()
-            freed += size
-        except FileNotFoundError:
-            continue
-        if path.parent != Path(folder):
-            try:
-                path.parent.rmdir()  # Gradio keeps each file in a folder named by its hash
-            except OSError:
-                pass
-    if freed:
-        log.info("cache over %.0f MiB: deleted the oldest %.1f MiB", max_bytes / MIB, freed / MIB)
-    return freed
-
-
-def kept_files(demo: gr.Blocks) -> set:
-    """The cached files Gradio itself never deletes (``keep_in_cache``: the examples' copies)."""
-    return set().union(*(getattr(block, "keep_in_cache", set()) for block in demo.blocks.values()))
-
-
-class CacheLimit:
-    """ASGI middleware keeping the upload and result cache under ``max_bytes``: before an upload is
-    read, it makes room for the size the request declares; after it, it trims again. (Results
-    trim after they are written, in the endpoints.) Gradio's ``max_file_size`` bounds each upload,
-    so between two trims the cache can only exceed the limit by the uploads in flight."""
-
-    def __init__(self, app, demo: gr.Blocks, max_bytes: int):
-        self.app, self.demo, self.max_bytes = app, demo, int(max_bytes)
-
-    def trim(self, max_bytes: int) -> None:
-        trim_cache(self.demo.GRADIO_CACHE, max_bytes, kept_files(self.demo))
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/upload"):
-            await self.app(scope, receive, send)
-            return
-        try:
-            declared = int(dict(scope["headers"]).get(b"content-length", b"0"))
-        except ValueError:
-            declared = 0
-        await anyio.to_thread.run_sync(self.trim, max(0, self.max_bytes - declared))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            await anyio.to_thread.run_sync(self.trim, self.max_bytes)
 
 
 def exposure_warning(host: str, auth, share: bool) -> Optional[str]:
@@ -420,30 +272,35 @@ def model_facts(colorizer: Colorizer, examples_shown: bool = False) -> str:
 
 def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size: int = 16,
                concurrency: int = 1, keep_files_s: int = 24 * 3600, choices: Optional[list] = None) -> gr.Blocks:
-    """The app: editor (line art + a 'hints' layer), palette, mode, flat fills, a model picker over
-    ``choices`` ((label, path) pairs, ``model_choices``; the served ``colorizer`` first), Colorize;
-    endpoints /colorize (editor value), /colorize_file and /colorize_layers (image files), all on a
-    bounded queue, the API on the served model. Uploads and results older than ``keep_files_s`` are
+    """The app: editor (line art + a 'hints' layer), palette, mode, flat fills, strokes filling their
+    shapes, a model picker over ``choices`` ((label, path) pairs, ``model_choices``; the served
+    ``colorizer`` first), Colorize and Layered PSD; endpoints /colorize (editor value),
+    /colorize_file, /colorize_layers and /colorize_psd (image files), all on a bounded queue, the API
+    on the served model. Uploads and results older than ``keep_files_s`` are
     deleted (checked hourly), so a long-running demo's disk use stays bounded too."""
     shelf = ModelShelf(colorizer, choices)
+
+    def save_results(named: list) -> list:
+        """(filename, bytes) pairs -> their paths in the cache, held to launch()'s limit after."""
+        return cache_files(named, demo.GRADIO_CACHE, getattr(demo, "cache_limit", 0), kept_files(demo))
 
     def save_images(images) -> list:
         """PNG paths of ``images`` in the cache, named by LAYER_NAMES in order (the composite first)."""
         images = list(images)
-        paths = [cache_png(image, demo.GRADIO_CACHE, name, data)
-                 for image, name, data in zip(images, LAYER_NAMES, png_bytes(images))]
-        if getattr(demo, "cache_limit", None):  # set by launch()
-            trim_cache(demo.GRADIO_CACHE, demo.cache_limit, kept_files(demo) | set(paths))
-        return paths
+        return save_results([(f"{name}.png", data) for name, data in zip(LAYER_NAMES, png_bytes(images))])
 
     def save_layers(layers) -> list:
         """The composite, the flat colour and the line layer as PNG paths, in that order."""
         return save_images((layers.image, layers.flat, layers.lines))
 
+    def save_psd(layers) -> str:
+        """The layered PSD of ``layers`` (``psd.psd_bytes``) -> its path in the cache."""
+        return save_results([(f"{LAYER_NAMES[0]}.psd", psd_bytes(layers))])[0]
+
     def colorize_page(editor: dict, mode: str, palette: str, flat_fill: bool, model: str,
                       propagate: bool = PROPAGATE_DEFAULT) -> tuple:
         """The page's Colorize button, with the picked model -> (the composite's path, every layer's path)."""
-        line_art, hints = editor_images(editor)
+        line_art, hints = checked(editor_images, editor)
         paths = save_layers(run_colorizer(shelf.get(model), line_art, hints, palette, mode, fill=flat_fill,
                                           propagate=propagate))
         return paths[0], paths
@@ -455,7 +312,7 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
     def colorize(editor: dict, mode: str, palette: str, flat_fill: bool = FLAT_FILL_DEFAULT,
                  propagate: bool = PROPAGATE_DEFAULT) -> str:
         """The /colorize API: the editor's value -> the composite's path (the layers: /colorize_layers)."""
-        line_art, hints = editor_images(editor)
+        line_art, hints = checked(editor_images, editor)
         return save_images([run_colorizer(colorizer, line_art, hints, palette, mode, layers=False,
                                           fill=flat_fill, propagate=propagate)])[0]
 
@@ -465,8 +322,9 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         mode = "" if mode is None else mode
         if not isinstance(palette, str) or not isinstance(mode, str):
             raise bad_input(f"palette and mode must be text, got {type(palette).__name__} and {type(mode).__name__}")
-        image = open_upload(line_art, "line art", demo.GRADIO_CACHE, colorizer.max_pixels)
-        hint_image = open_upload(hints, "hints image", demo.GRADIO_CACHE, colorizer.max_pixels) if hints else None
+        image = checked(open_upload, line_art, "line art", demo.GRADIO_CACHE, colorizer.max_pixels)
+        hint_image = checked(open_upload, hints, "hints image", demo.GRADIO_CACHE, colorizer.max_pixels) if hints \
+            else None
         if not mode:
             mode = MODE_LABELS[HintMode.SPATIAL if hint_image is not None
                                else HintMode.PALETTE if (palette or "").strip() else HintMode.NONE]
@@ -503,21 +361,17 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         the flat colour, the model's shading (Linear Light) and the line art (Multiply)."""
         layers = run_colorizer(colorizer, *file_inputs(line_art, hints, palette, mode), fill=flat_fill,
                                propagate=propagate)
-        return gr.FileData(path=cache_bytes(psd_bytes(layers), demo.GRADIO_CACHE, f"{LAYER_NAMES[0]}.psd"),
-                           orig_name=f"{LAYER_NAMES[0]}.psd")
+        return gr.FileData(path=save_psd(layers), orig_name=f"{LAYER_NAMES[0]}.psd")
 
     def page_psd(editor: dict, mode: str, palette: str, flat_fill: bool, model: str,
                  propagate: bool = PROPAGATE_DEFAULT) -> str:
         """The page's PSD button: the editor's drawing coloured as Colorize does it -> the PSD's path."""
-        line_art, hints = editor_images(editor)
+        line_art, hints = checked(editor_images, editor)
         layers = run_colorizer(shelf.get(model), line_art, hints, palette, mode, fill=flat_fill, propagate=propagate)
-        return cache_bytes(psd_bytes(layers), demo.GRADIO_CACHE, f"{LAYER_NAMES[0]}.psd")
+        return save_psd(layers)
 
     def add_color(palette: str, color: str) -> str:
-        try:
-            red, green, blue = parse_color(color or "")
-        except ValueError as err:
-            raise bad_input(str(err)) from None
+        red, green, blue = checked(parse_color, color or "")
         colors = [c for c in (palette or "").replace(",", " ").split() if c]
         return ", ".join(colors + [f"#{red:02x}{green:02x}{blue:02x}"])
 
@@ -614,7 +468,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    log.setLevel(logging.INFO)  # this app's lines, not every HTTP request of the libraries
+    logging.getLogger("colorizer").setLevel(logging.INFO)  # the app's lines, not every HTTP request
     args = parse_args(argv)
     path = find_checkpoint(which=args.checkpoint)
     if path is None:

@@ -13,9 +13,9 @@ alone) and ``NAME.lines.png`` (the lines alone, black on transparent); ``--psd``
 
 The model loads once, and colours drawings whose working sizes match in batches (``--batch-size``).
 A file that cannot be coloured is reported and skipped, and the batch goes on; the exit code is 1
-when any failed. Outputs are written atomically (never half a file), and a drawing whose outputs
-are all there already is skipped unless ``--overwrite``, so an interrupted batch resumes where it
-stopped.
+when any failed. Outputs are written atomically (never half a file: ``files.write_file``, as the demo
+writes its results), and a drawing whose outputs are all there already is skipped unless
+``--overwrite``, so an interrupted batch resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
-from .checkpoint import LATEST, ModelLoadError, atomic_write, find_checkpoint
+from .checkpoint import LATEST, ModelLoadError, find_checkpoint
+from .files import write_file
+from .images import png_bytes
 from .inference import DEFAULT_MAX_PIXELS, RESOLUTIONS, Colorizer, parse_palette
-from .psd import write_psd
+from .psd import psd_bytes
 
 HINTS_SUFFIX = ".hints.png"  # NAME.hints.png beside NAME.png: that drawing's painted hints
 LAYER_SUFFIXES = ("", ".flat", ".lines")  # OUT/NAME.png, NAME.flat.png, NAME.lines.png
@@ -86,19 +87,13 @@ def outputs(drawing: Drawing, layers: bool, psd: bool = False) -> list:
     return files + ([drawing.out_stem.with_name(drawing.out_stem.name + ".psd")] if psd else [])
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write ``image`` as PNG at ``path`` atomically (no fsync: a lost output is made again)."""
-    atomic_write(path, lambda tmp: image.save(tmp, format="png"), durable=False)
-
-
 def write_outputs(drawing: Drawing, layers, args) -> None:
-    """Write a drawing's outputs (``outputs``) from its ``inference.Layers``; OSError when it cannot."""
-    targets = outputs(drawing, args.layers, args.psd)
-    images = (layers.image, layers.flat, layers.lines) if args.layers else (layers.image,)
-    for image, target in zip(images, targets):
-        save_png(image, target)
-    if args.psd:
-        atomic_write(targets[-1], lambda tmp: write_psd(tmp, layers), durable=False)
+    """Write a drawing's outputs (``outputs``) from its ``inference.Layers``, each atomically, the
+    PNGs encoded as the demo encodes them (``images.png_bytes``); OSError when it cannot."""
+    images = [layers.image, layers.flat, layers.lines] if args.layers else [layers.image]
+    contents = png_bytes(images) + ([psd_bytes(layers)] if args.psd else [])
+    for target, data in zip(outputs(drawing, args.layers, args.psd), contents):
+        write_file(target, data)
 
 
 def run(args) -> int:

@@ -1,10 +1,12 @@
 """Colour hints simulated from the target, batched on the target's device.
 
-Three modes per sample (``HintMode``; ``MODES`` are their names): "none"; "spatial" (patches of
-the target's colour at chosen places, as a user paints them); "palette" (the target's dominant
-colours, no spatial information). In training the hints are *denoised* on purpose: most of them zeroed out,
+Three modes per sample (``HintMode``; ``MODES`` are their names): "none"; "spatial" (the target's
+colour at chosen places, as a user paints it: square patches, short strokes, or in training a
+scribble per region from the stored maps); "palette" (the target's dominant colours, no spatial
+information). In training the hints are *denoised* on purpose: most of them zeroed out,
 colours jittered, the map softened, so the model learns to spread a few hints instead of copying
-them. ``denoise=False`` gives clean hints, as evaluation and the demo use.
+them. ``denoise=False`` gives clean hints, as validation and evaluation use (the demo's hints are
+what its user paints, ``inference.hints_to_arrays``).
 
 Tensors: target (B, 3, H, W) in [-1, 1]; spatial hint (B, 4, H, W) = colour * mask in [-1, 1]
 (channels 0-2) and mask in [0, 1] (channel 3); palette (B, K, 3) in [-1, 1]; keep (B, K) in {0, 1}.
@@ -27,7 +29,7 @@ class HintMode(IntEnum):
     """What a sample is given besides its line art; the value is what ``Hints.mode`` holds."""
 
     NONE = 0  # line art only
-    SPATIAL = 1  # colour at places (painted strokes, simulated as patches)
+    SPATIAL = 1  # colour at places (painted strokes; simulated as patches, strokes or region scribbles)
     PALETTE = 2  # a few colours for the whole image, no places
 
 
@@ -231,7 +233,7 @@ class HintSampler:
         over pixels are used, so shuffling the pixels changes nothing. Random draw: the first k
         colours, k uniform in [palette_min, palette_max], each then dropped with probability
         cfg.palette_color_drop, at least one kept. ``num_colors``: exactly the first num_colors
-        (fewer if the image has fewer), no drop (evaluation, demo)."""
+        (fewer if the image has fewer), no drop (validation, evaluation)."""
         cfg, device = self.cfg, target.device
         batch, size = target.shape[0], self.palette_size
         unit = ((target.float() + 1) / 2).clamp(0, 1).flatten(2)  # (B, 3, HW) in [0, 1]

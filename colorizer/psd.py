@@ -21,7 +21,6 @@ in the test) on the anti-aliased edges of the lines.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -90,13 +89,6 @@ def psd_bytes(layers) -> bytes:
     buffer = io.BytesIO()
     build_psd(layers.flat, line, layers.stroke_masks()).save(buffer)
     return buffer.getvalue()
-
-
-def write_psd(path, layers) -> Path:
-    """``psd_bytes`` written to ``path`` (the caller makes it atomic where it must be)."""
-    path = Path(path)
-    path.write_bytes(psd_bytes(layers))
-    return path
 
 
 def composite(path) -> np.ndarray:

@@ -8,26 +8,22 @@
                         precision of the line art against the colour contours: linequality.py)
     DIR/preview.png     a few random pairs from each split, for a person to check
 
-``colorizer/data.py`` reads this and nothing else.
+A source writes the pairs itself, then ``outputs.finish`` writes the manifest, the report and the
+preview. ``colorizer/data.py`` reads this and nothing else.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import random
 import re
 import shutil
-import sys
-import time
 import warnings
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from colorizer.images import flatten_image
@@ -42,7 +38,7 @@ class PrepError(Exception):
 
 @dataclass(frozen=True)
 class Source:
-    """One kind of input, declared by its own file (openmoji.py, folder.py, pairs.py) as ``SOURCE``:
+    """One kind of input, declared by its own file (openmoji.py, folder.py, pairs.py, iconify.py) as ``SOURCE``:
     its sub-command name, help, its own options (besides --out, --size, --workers, --overwrite) and
     what runs it. ``__main__.SOURCES`` lists them."""
 
@@ -169,68 +165,3 @@ def collect(pool, work, items: list, report: dict, desc: str, chunksize: int = 4
         if failed:
             skip(report, *failed)
     return records
-
-
-def write_outputs(out: Path, records: list, report: dict, seed: int = 0) -> dict:
-    """Manifest, report (with counts) and preview; returns the report."""
-    records = sorted(records, key=lambda r: r["id"])
-    with open(out / "manifest.jsonl", "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    group_splits = defaultdict(set)
-    for r in records:
-        group_splits[r["group"]].add(r["split"])
-    leaking = sorted(g for g, s in group_splits.items() if len(s) > 1)
-    if leaking:  # impossible while the split is a function of the group; kept as a guard on the format
-        raise RuntimeError(f"groups span several splits: {leaking[:5]}")
-    report["imported"] = len(records)
-    report["groups"] = len(group_splits)
-    counts = Counter(r["split"] for r in records)
-    report["splits"] = {name: counts.get(name, 0) for name, _ in SPLITS}
-    report["skipped"] = {reason: sorted(files) for reason, files in sorted(report["skipped"].items())}
-    report["skipped_count"] = {reason: len(files) for reason, files in report["skipped"].items()}
-    if records:  # measured on the manifest and images just written
-        from .linequality import DEFAULT_ITEMS, line_quality  # it imports this module
-
-        report["line_quality"] = line_quality(out, DEFAULT_ITEMS, workers=1)
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    if records:
-        preview(out, records, seed).save(out / "preview.png")
-    return report
-
-
-def preview(out: Path, records: list, seed: int = 0, per_split: int = 8, tile: int = 96) -> Image.Image:
-    """Contact sheet: per split a labelled row of line art above a row of the matching colour images."""
-    rng = random.Random(seed)
-    label_w, gap = 48, 4
-    sheet = Image.new("RGB", (label_w + per_split * (tile + gap), len(SPLITS) * (2 * tile + 3 * gap)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for row, (split, _) in enumerate(SPLITS):
-        pool = [r for r in records if r["split"] == split]
-        y = row * (2 * tile + 3 * gap)
-        draw.text((4, y + tile - 6), split, fill="black")
-        for col, r in enumerate(rng.sample(pool, min(per_split, len(pool)))):
-            x = label_w + col * (tile + gap)
-            with Image.open(out / r["line"]) as line, Image.open(out / r["color"]) as color:
-                sheet.paste(line.convert("RGB").resize((tile, tile)), (x, y))
-                sheet.paste(color.convert("RGB").resize((tile, tile)), (x, y + tile + gap))
-    return sheet
-
-
-def finish(out: Path, records: list, report: dict, started: float) -> int:
-    """Write everything, print a summary; exit status 1 when nothing usable was found."""
-    report["elapsed_s"] = round(time.time() - started, 2)
-    report = write_outputs(out, records, report)
-    skipped = sum(report["skipped_count"].values())
-    print(f"{out}: {report['imported']} pairs in {report['groups']} groups {report['splits']}; "
-          f"{skipped} files skipped, {len(report['duplicates'])} duplicates removed "
-          f"({report['elapsed_s']} s). Details in {out / 'report.json'}; check {out / 'preview.png'}")
-    if records:
-        quality = report["line_quality"]
-        print(f"line art against the colour contours (first {quality['images']} pairs): coverage "
-              f"{quality['coverage']}, precision {quality['precision']}")
-    if not records:
-        reasons = ", ".join(f"{k}: {v}" for k, v in report["skipped_count"].items()) or "no files"
-        print(f"error: nothing usable was found in {report['source']} ({reasons})", file=sys.stderr)
-        return 1
-    return 0

@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .common import (Source, collect, finish, image_files, list_files, new_report, one_thread, open_image, pair_id,
+from .common import (Source, collect, image_files, list_files, new_report, one_thread, open_image, pair_id,
                      prepare_out, rel_name, skip, split_for, square)
 from .lineart import DEFAULT_LINES, LINE_EXTRACTORS, XDoG, extractor, has_lines
+from .outputs import finish
 
 GREYSCALE = "essentially greyscale (mean chroma below --min-chroma)"
 EMPTY_LINES = "no line art found (smooth image: the line extractor drew almost nothing)"

@@ -36,8 +36,9 @@ from pathlib import Path
 
 
 from . import lineart
-from .common import PrepError, Source, collect, finish, new_report, one_thread, prepare_out, skip, split_for
+from .common import PrepError, Source, collect, new_report, one_thread, prepare_out, skip, split_for
 from .openmoji import group_of, render, svg_files
+from .outputs import finish
 
 SCOPE = "@iconify-json/"
 SET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # Iconify prefixes; also keeps names from reading as npm options

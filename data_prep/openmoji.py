@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .common import Source, collect, finish, new_report, one_thread, prepare_out, split_for
+from .common import Source, collect, new_report, one_thread, prepare_out, split_for
 from .lineart import LINE_EXTRACTORS, extractor
+from .outputs import finish
 
 LICENCE = "OpenMoji, the open-source emoji and icon project, CC BY-SA 4.0"
 SVG_NS = "http://www.w3.org/2000/svg"

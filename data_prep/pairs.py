@@ -10,8 +10,9 @@ from multiprocessing import Pool
 from pathlib import Path
 
 
-from .common import (Source, collect, finish, image_files, list_files, new_report, one_thread, open_image, pair_id,
+from .common import (Source, collect, image_files, list_files, new_report, one_thread, open_image, pair_id,
                      prepare_out, rel_name, split_for, square)
+from .outputs import finish
 
 LAYOUTS = ("color-left", "color-right")
 

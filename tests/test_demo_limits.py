@@ -1,7 +1,6 @@
 """serve.py exposed: upload size and cache limits, the login on every route, the exposure warning."""
 import os
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -87,20 +86,6 @@ def test_the_cache_never_exceeds_its_limit_under_a_stream_of_uploads(limited, tm
     assert all(Path(p).is_file() for p in examples)  # the oldest files, but never deleted
     kept = {p.name for p in cache.rglob("u*.png")}
     assert kept and not kept & {"u0.png", "u1.png", "u2.png"} and "u19.png" in kept  # the oldest went first
-
-
-def test_trim_cache_deletes_the_oldest_first(tmp_path):
-    for name in ("old", "mid", "new"):
-        path = tmp_path / name / "file.bin"
-        path.parent.mkdir()
-        path.write_bytes(b"x" * 1000)
-        time.sleep(0.05)  # ctime (what the cache ages by) cannot be set: space the writes out
-    assert serve.trim_cache(str(tmp_path), 3000) == 0
-    assert serve.trim_cache(str(tmp_path), 2000) == 1000
-    assert not (tmp_path / "old").exists() and (tmp_path / "new" / "file.bin").is_file()
-    kept = {str(tmp_path / "mid" / "file.bin")}
-    assert serve.trim_cache(str(tmp_path), 1000, keep=kept) == 1000 and (tmp_path / "mid" / "file.bin").is_file()
-    assert serve.trim_cache(str(tmp_path), 0) == 1000 and cache_bytes(tmp_path) == 0
 
 
 def test_with_auth_nothing_is_reachable_without_the_login(tmp_path, monkeypatch):

@@ -72,17 +72,24 @@ def test_bundled_model_colours_the_new_sources_better_than_a_mean_fill_and_keeps
 
 
 def test_bundled_model_uses_more_scribbles_for_a_better_picture():
-    """Hint-AUC with scribbles (the field's protocol), the network alone, first 100 OpenMoji artist
-    test images: whole-image PSNR never falls by more than 0.1 dB as the share of scribbled regions
-    grows, and all scribbles give at least 3 dB over none."""
+    """Hint-AUC with scribbles (the field's protocol), first 100 OpenMoji artist test images, on the
+    default path (the "model" row: ``Colorizer.colorize``, the network with the stroke propagation at
+    its ΔE 3 tolerance), the bars of issue 30's done-when: whole-image PSNR never falls by more than
+    0.1 dB as the share of scribbled regions grows, all scribbles give at least 6 dB over none, and
+    its PSNR-AUC beats the network alone, the network with flat fills and the classical peer.
+    Measured (issue 42): never falls, +6.81 dB, AUC 25.14 against 23.73, 21.05 and 20.74. The bar
+    was 3 dB on the network-alone row until then (+5.51 dB there); the default path is what a user
+    gets, so it is the row tested."""
     report = json.loads((DEMO / "eval_hint_auc.json").read_text())
     config = json.loads((DEMO / "config.json").read_text())
     assert report["protocol"] == "hint-auc" and report["split"] == "test" and report["step"] == config["step"]
-    network = report["methods"]["network"]
-    assert network["hint_type"] == "scribble" and network["items"] == 100
-    psnr = [point["psnr"] for point in sorted(network["curve"], key=lambda point: point["alpha"])]
+    model = report["methods"]["model"]
+    assert model["hint_type"] == "scribble" and model["items"] == 100
+    psnr = [point["psnr"] for point in sorted(model["curve"], key=lambda point: point["alpha"])]
     assert all(later >= earlier - 0.1 for earlier, later in zip(psnr, psnr[1:])), psnr
-    assert psnr[-1] >= psnr[0] + 3.0
+    assert psnr[-1] >= psnr[0] + 6.0
+    for other in ("network", "network_flat_fills", "peer"):
+        assert model["auc"]["psnr"] > report["methods"][other]["auc"]["psnr"], other
 
 
 def test_bundled_model_says_where_it_came_from_and_meets_the_line_style_bar():

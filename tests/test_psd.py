@@ -11,8 +11,9 @@ from PIL import Image, ImageDraw
 
 from colorizer import colorize
 from colorizer.config import load_config
+from colorizer.files import write_file
 from colorizer.inference import Colorizer
-from colorizer.psd import BLEND_MODES, LAYER_NAMES, composite, psd_layers, write_psd
+from colorizer.psd import BLEND_MODES, LAYER_NAMES, composite, psd_bytes, psd_layers
 
 TINY = ["--model.depth=3", "--model.base_channels=8", "--model.max_channels=32", "--data.size=32"]
 GIMP = shutil.which("gimp-console-2.10") or shutil.which("gimp-console")
@@ -41,7 +42,7 @@ def coloured(tmp_path_factory):
     hints = Image.new("RGBA", (150, 100), (0, 0, 0, 0))
     ImageDraw.Draw(hints).line((40, 50, 60, 50), fill=(230, 57, 70, 255), width=3)
     layers = model.colorize_layers(drawing(), hints=hints)
-    path = write_psd(tmp_path_factory.mktemp("psd") / "drawing.psd", layers)
+    path = write_file(tmp_path_factory.mktemp("psd") / "drawing.psd", psd_bytes(layers))
     return layers, path
 
 
