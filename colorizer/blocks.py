@@ -35,6 +35,15 @@ def pad_channels(x: torch.Tensor, extra: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], 1)
 
 
+def check_divisible(x: torch.Tensor, depth: int) -> None:
+    """ValueError unless x (B, C, H, W) has H and W divisible by 2**depth (a generator's downsamplings)."""
+    height, width = x.shape[-2:]
+    multiple = 2**depth
+    if height % multiple or width % multiple:
+        raise ValueError(f"input {height}x{width} is not divisible by 2**model.depth = {multiple}: "
+                         f"pad or resize it to a multiple of {multiple}")
+
+
 class Down(nn.Module):
     """4x4 stride-2 conv -> norm -> LeakyReLU(0.2): halves H and W."""
 

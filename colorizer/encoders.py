@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import PaletteEncoder, Up, pad_channels, padding
+from .blocks import PaletteEncoder, Up, check_divisible, pad_channels, padding
 from .pretrained import FEATURE_CHANNELS, FEATURE_STRIDES, STEM_CHANNELS, EfficientNetLite0, SameConv, \
     load_efficientnet_lite0
 
@@ -20,7 +20,7 @@ CLASSIFIER_LAYERS = ("_conv_head", "_bn1", "_fc")  # ImageNet's head: not part o
 
 
 def backbone() -> EfficientNetLite0:
-    """EfficientNet-Lite0 without its classifier: the stages up to stride 32 (3.6 M parameters)."""
+    """EfficientNet-Lite0 without its classifier: the stages up to stride 32 (2.96 M parameters)."""
     network = EfficientNetLite0()
     for name in CLASSIFIER_LAYERS:
         delattr(network, name)
@@ -81,10 +81,7 @@ class EfficientUNet(nn.Module):
     def forward(self, line, spatial_hint, palette, palette_keep):
         """As ``UNet.forward``: line (B, 1, H, W) in [-1, 1]; spatial_hint (B, 4, H, W); palette (B, K, 3)
         in [-1, 1]; palette_keep (B, K) in {0, 1} -> (B, 3, H, W) in [-1, 1]. H, W divisible by 32."""
-        height, width = line.shape[-2:]
-        if height % 32 or width % 32:
-            raise ValueError(f"input {height}x{width} is not divisible by 2**model.depth = 32: "
-                             f"pad or resize it to a multiple of 32")
+        check_divisible(line, self.depth)
         x = pad_channels(torch.cat([EfficientNetLite0.normalise(line).to(line.dtype),
                                     spatial_hint.to(line.dtype)], 1), self.pad)  # (B, 5, H, W); 8 if padded
         skips = [x] + self.encoder.features(x)  # strides 1, 2, 4, 8, 16, 32: (B, 5|16|24|40|112|320, ...)

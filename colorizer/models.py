@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .blocks import Down, PaletteEncoder, Up, make_norm, pad_channels, padding, upsample  # noqa: F401 (re-exported)
+from .blocks import Down, PaletteEncoder, Up, check_divisible, make_norm, pad_channels, padding, upsample  # noqa: F401
 from .encoders import EfficientUNet, LineFeatures
 
 
@@ -52,11 +52,7 @@ class UNet(nn.Module):
         [-1, 1] (channels 0-2) and mask in [0, 1] (channel 3); palette (B, K, 3) in [-1, 1];
         palette_keep (B, K) in {0, 1}. All-zero hints and keep bits mean "no hint".
         Returns the colour image (B, 3, H, W) in [-1, 1]. H and W must be divisible by 2**depth."""
-        height, width = line.shape[-2:]
-        multiple = 2**self.depth
-        if height % multiple or width % multiple:
-            raise ValueError(f"input {height}x{width} is not divisible by 2**model.depth = {multiple}: "
-                             f"pad or resize it to a multiple of {multiple}")
+        check_divisible(line, self.depth)
         x = pad_channels(torch.cat([line, spatial_hint.to(line.dtype)], 1), self.pad)  # (B, 5, H, W); 8 if padded
         skips = []
         for down in self.downs:
