@@ -201,10 +201,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def export_generator(out_dir: Path, generator_state: dict, config: dict, step: int, metrics: dict,
-                     perceptual: str, run_name: str) -> Path:
-    """Write ``generator.safetensors`` + ``config.json``: all the demo needs, no pickle."""
+                     perceptual: str, run_name: str, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``generator.safetensors`` + ``config.json``: all the demo needs, no pickle. ``dtype``: of
+    the floating-point weights (float16 halves the file: a GPU window's return limit); loading casts
+    them to the model's float32."""
     out_dir = Path(out_dir)
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in generator_state.items()
+    tensors = {k: v.detach().to(dtype).cpu().contiguous() for k, v in generator_state.items()
                if torch.is_floating_point(v)}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in generator_state.items()
                     if not torch.is_floating_point(v)})
