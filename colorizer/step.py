@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .hints import HintSampler, Hints, curriculum_probs
 from .linestyle import restyle
+from .colour_bins import colour_class_loss, mix_weights
 from .losses import PerceptualLoss, d_adv_loss, g_adv_loss, gradient_penalty, recon_loss
 from .encoders import load_pretrained, parameter_groups
 from .models import build_discriminator, build_generator
@@ -34,6 +35,7 @@ LOSS_WEIGHTS = {
     "g_adv": "gan_weight",  # generator: make D call the fakes real
     "recon": "recon_weight",  # generator: pixel reconstruction (loss.recon)
     "perceptual": "perceptual_weight",  # generator: VGG feature distance
+    "colour_classes": "colour_classes",  # generator: the colour head's rebalanced cross-entropy (model.colour_head)
 }
 
 
@@ -61,6 +63,7 @@ class Parts:
     amp_dtype: torch.dtype | None  # None: fp32
     autocast: torch.autocast
     channels_last: bool
+    colour_weights: torch.Tensor | None = None  # (Q,) the colour head's class weights (colour_bins.mix_weights)
 
     def state_dict(self) -> dict:
         """Weights, EMA, optimisers, schedules and loss scale: the training state of the networks."""
@@ -152,7 +155,8 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
         sched_d=torch.optim.lr_scheduler.LambdaLR(opt_d, schedule),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), amp_dtype=dtype,
         autocast=torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
-        channels_last=channels_last)
+        channels_last=channels_last,
+        colour_weights=mix_weights(cfg.data).to(device) if cfg.model.colour_head else None)
 
 
 def make_optimizer(groups: list, train_cfg, device: torch.device) -> torch.optim.Adam:
@@ -298,7 +302,9 @@ def train_step(parts: Parts, line: torch.Tensor, color: torch.Tensor, hints: Hin
     # D step: real pairs up, fakes (detached) down.
     parts.opt_d.zero_grad(set_to_none=True)
     with autocast:
-        fake = parts.g_run(line, hints.spatial, hints.palette, hints.palette_keep)  # (B, 3, H, W) in [-1, 1]
+        fake = parts.g_run(line, hints.spatial, hints.palette, hints.palette_keep,
+                           logits=parts.colour_weights is not None)  # (B, 3, H, W) in [-1, 1]
+        fake, logits = fake if isinstance(fake, tuple) else (fake, None)  # logits (B, Q, h, w): model.colour_head
         real_logits = parts.d_run(line, color, d_hint)  # (B, 1, h, w)
         fake_logits = parts.d_run(line, fake.detach(), d_hint)
         d_terms = {"d_adv": d_adv_loss(real_logits, fake_logits, cfg.loss.gan)}
@@ -307,7 +313,7 @@ def train_step(parts: Parts, line: torch.Tensor, color: torch.Tensor, hints: Hin
     d_total = weighted_total(d_terms, cfg.loss)
     d_ok = _update(d_total, parts.opt_d, parts.discriminator, scaler, cfg.train.grad_clip)
 
-    # G step: D frozen; adversarial + reconstruction + perceptual.
+    # G step: D frozen; adversarial + reconstruction + perceptual (+ the colour head's classes).
     parts.discriminator.requires_grad_(False)
     parts.opt_g.zero_grad(set_to_none=True)
     with autocast:
@@ -316,6 +322,8 @@ def train_step(parts: Parts, line: torch.Tensor, color: torch.Tensor, hints: Hin
     if parts.perceptual.enabled:  # float32 unless loss.perceptual_amp: VGG under the AMP dtype too
         with autocast if cfg.loss.perceptual_amp else contextlib.nullcontext():
             g_terms["perceptual"] = parts.perceptual(fake.float(), color)
+    if logits is not None:
+        g_terms["colour_classes"] = colour_class_loss(logits, color, parts.colour_weights)
     g_total = weighted_total(g_terms, cfg.loss)
     g_ok = _update(g_total, parts.opt_g, parts.generator, scaler, cfg.train.grad_clip)
     parts.discriminator.requires_grad_(True)

@@ -1,0 +1,159 @@
+"""Colour as a distribution (issue 41), after Zhang, Isola and Efros, "Colorful Image Colorization"
+(ECCV 2016): the generator's colour head predicts, per pixel, a distribution over quantised CIELAB
+ab bins, trained with a cross-entropy that rare colours weigh more in; decoding takes the annealed
+mean per pixel, or one bin per closed shape by the model's own vote.
+
+Why ab bins, and not a palette taken from the training data: the grid is the same for every folder
+and every run, so a model's head means the same thing whatever it was fine-tuned on, the bin
+frequencies of a folder can be cached once, and it is the grid the hint-curve anchors (Zhang 2016,
+ideepcolor) use. Lightness is not binned: the head says which hue and saturation, the regression
+output (which hints and the composite already use) keeps saying how light.
+
+- ``AB_STEP``-wide square bins over a and b in [-110, 110], kept where some sRGB colour falls
+  (Zhang's gamut rule): ``BINS`` (Q, 2), Q = 313 in the paper, ``bin_count()`` here.
+- ``bin_index``: colour (B, 3, h, w) in [-1, 1] -> the nearest bin per pixel (B, h, w).
+- ``class_weights``: Zhang's rebalancing, 1 / ((1 - lambda) p~ + lambda / Q) normalised to mean 1
+  under p~, where p~ is the bin frequency smoothed by a Gaussian of sigma 5 in ab.
+- ``folder_frequencies``: a prepared folder's train bin counts, cached as ``DIR/colour_bins.json``.
+- ``annealed_ab``: the annealed mean (temperature 0.38 in the paper) of the distribution's ab.
+- ``with_ab``: a colour with its a and b replaced, its L kept.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import kornia
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+AB_STEP = 10  # bin side in a and b (CIELAB units)
+AB_LIMIT = 110  # bin centres from -110 to 110
+REBALANCE = 0.5  # lambda: the share of the uniform distribution mixed into the smoothed frequencies
+SMOOTH_SIGMA = 5.0  # Gaussian smoothing of the frequencies in ab, CIELAB units
+TEMPERATURE = 0.38  # the annealed mean's default (Zhang 2016: vivid, still spatially coherent)
+FREQUENCY_FILE = "colour_bins.json"  # beside a prepared folder's report.json
+FREQUENCY_MAX_SIDE = 64  # images are counted at most at this side (a frequency, not an exact count)
+
+
+@lru_cache(maxsize=1)
+def _bins() -> torch.Tensor:
+    levels = torch.linspace(0, 1, 64)
+    rgb = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij")).reshape(3, 1, -1)  # every sRGB colour, 64 levels
+    ab = kornia.color.rgb_to_lab(rgb[None])[0, 1:].reshape(2, -1)  # (2, 262144)
+    cell = torch.round(ab / AB_STEP).clamp(-AB_LIMIT // AB_STEP, AB_LIMIT // AB_STEP) * AB_STEP
+    return torch.unique(cell.T, dim=0).contiguous()  # the cells some sRGB colour falls in, sorted
+
+
+BINS = _bins()  # (Q, 2) bin centres (a, b)
+
+
+def bin_count() -> int:
+    return len(BINS)
+
+
+def to_lab(colour: torch.Tensor) -> torch.Tensor:
+    """colour (B, 3, h, w) in [-1, 1] -> CIELAB (B, 3, h, w): L in [0, 100], a and b in about +-128."""
+    return kornia.color.rgb_to_lab(((colour.float() + 1) / 2).clamp(0, 1))
+
+
+def bin_index(colour: torch.Tensor) -> torch.Tensor:
+    """colour (B, 3, h, w) in [-1, 1] -> (B, h, w) int64: the nearest bin of each pixel's ab."""
+    ab = to_lab(colour)[:, 1:]  # (B, 2, h, w)
+    bins = BINS.to(colour.device)
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (N, 2)
+    nearest = torch.cdist(flat, bins).argmin(1)  # (N,)
+    return nearest.reshape(ab.shape[0], *ab.shape[2:])
+
+
+def class_weights(counts: torch.Tensor) -> torch.Tensor:
+    """counts (Q,) of pixels per bin -> (Q,) weights: Zhang's rebalancing (see the module docstring),
+    so a rare vivid bin weighs more than the common paper and grey ones."""
+    p = counts.double() / counts.sum().clamp(min=1)
+    distance2 = torch.cdist(BINS.double(), BINS.double()) ** 2  # (Q, Q)
+    kernel = torch.exp(-distance2 / (2 * SMOOTH_SIGMA ** 2))
+    smooth = kernel @ p
+    smooth = smooth / smooth.sum()
+    weights = 1 / ((1 - REBALANCE) * smooth + REBALANCE / len(BINS))
+    return (weights / (smooth * weights).sum()).float()  # mean 1 under the smoothed distribution
+
+
+def colour_class_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rebalanced cross-entropy. logits (B, Q, h, w) at any size; target colour (B, 3, H, W) in [-1, 1]
+    (area-resized to the logits' size before binning); weights (Q,) -> a scalar."""
+    if target.shape[-2:] != logits.shape[-2:]:
+        target = F.interpolate(target.float(), size=logits.shape[-2:], mode="area")
+    labels = bin_index(target)  # (B, h, w)
+    per_pixel = F.cross_entropy(logits.float(), labels, reduction="none")  # (B, h, w)
+    w = weights.to(logits.device)[labels]
+    return (per_pixel * w).sum() / w.sum()
+
+
+def folder_frequencies(root, records: list) -> torch.Tensor:
+    """(Q,) bin counts of ``records``' colour images (a prepared folder's train pairs), each counted
+    at most at FREQUENCY_MAX_SIDE px; read from ``root/colour_bins.json`` when it was made for the
+    same bins and the same pairs, else computed and written there."""
+    from PIL import Image
+
+    path = Path(root) / FREQUENCY_FILE
+    key = {"ab_step": AB_STEP, "bins": len(BINS), "pairs": len(records), "max_side": FREQUENCY_MAX_SIDE}
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return torch.tensor(cached["counts"], dtype=torch.float64)
+    except (OSError, ValueError):
+        pass
+    counts = torch.zeros(len(BINS), dtype=torch.float64)
+    for record in records:
+        with Image.open(Path(root) / record["color"]) as image:
+            image = image.convert("RGB")
+            image.thumbnail((FREQUENCY_MAX_SIDE, FREQUENCY_MAX_SIDE), Image.Resampling.BOX)
+            rgb = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+        counts += torch.bincount(bin_index(rgb).flatten(), minlength=len(BINS)).double()
+    try:
+        path.write_text(json.dumps({"key": key, "counts": counts.tolist()}))
+    except OSError:
+        pass  # a read-only folder: counted again next time
+    return counts
+
+
+def mix_weights(data_cfg) -> torch.Tensor:
+    """(Q,) class weights for the folders of ``data_cfg`` (a DataConfig): their train bin frequencies
+    (``folder_frequencies``), each normalised and weighted by its share of the mix. Folders without a
+    manifest (a benchmark on random data) are left out; with none, uniform weights, said on stderr."""
+    import sys
+
+    from .config import data_roots
+    from .data import mix_shares, read_manifest
+
+    roots = [root for root in data_roots(data_cfg) if (Path(root) / "manifest.jsonl").is_file()]
+    records = [read_manifest(root, "train")[: data_cfg.max_items or None] for root in roots]
+    if not any(records):
+        print(f"colour head: no prepared train split in {', '.join(map(str, data_roots(data_cfg)))}: uniform class "
+              f"weights", file=sys.stderr)
+        return torch.ones(len(BINS))
+    counts = [folder_frequencies(root, r) for root, r in zip(roots, records)]
+    shares = mix_shares(data_cfg, [len(r) for r in records]) if len(roots) == len(data_roots(data_cfg)) \
+        else [len(r) / sum(map(len, records)) for r in records]
+    mixed = sum(share * c / c.sum().clamp(min=1) for share, c in zip(shares, counts))
+    return class_weights(mixed)
+
+
+def annealed_ab(logits: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """logits (B, Q, h, w) -> ab (B, 2, h, w): the mean of the distribution sharpened to
+    ``temperature`` (1 = the mean, towards 0 = the mode)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0 (towards 0 is the mode)")
+    probs = torch.softmax(logits.float() / temperature, 1)  # (B, Q, h, w)
+    return torch.einsum("bqhw,qc->bchw", probs, BINS.to(logits.device))
+
+
+def with_ab(colour: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """colour (B, 3, H, W) in [-1, 1] with its CIELAB a and b replaced by ``ab`` (B, 2, h, w; resized
+    bilinearly to H x W) and its L kept -> (B, 3, H, W) in [-1, 1] (out-of-gamut colours clipped)."""
+    if ab.shape[-2:] != colour.shape[-2:]:
+        ab = F.interpolate(ab.float(), size=colour.shape[-2:], mode="bilinear", align_corners=False)
+    lab = torch.cat([to_lab(colour)[:, :1], ab.float()], 1)
+    return kornia.color.lab_to_rgb(lab, clip=True) * 2 - 1

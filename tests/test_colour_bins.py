@@ -1,0 +1,128 @@
+"""Colour as a distribution (colorizer/colour_bins.py, issue 41): the ab bins, the rebalancing, the
+cached folder frequencies, the decodings, the generators' colour head and its loss in the step."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorizer import colour_bins as cb
+from colorizer.config import ConfigError, load_config
+from colorizer.models import build_generator
+from colorizer.step import build_parts, train_step
+from colorizer.hints import Hints
+
+CPU = torch.device("cpu")
+
+
+def solid(rgb, h=6, w=10):
+    """(1, 3, h, w) in [-1, 1] of one 0-255 colour."""
+    return (torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1).reshape(1, 3, 1, 1).expand(1, 3, h, w).clone()
+
+
+def test_bins_cover_the_srgb_gamut_on_a_grid():
+    assert 200 < cb.bin_count() < 330  # Zhang's grid of 10 kept 313 in their gamut
+    assert (cb.BINS % cb.AB_STEP == 0).all() and (cb.BINS.abs() <= cb.AB_LIMIT).all()
+    assert torch.equal(cb.BINS[cb.bin_index(solid((255, 255, 255)))[0, 0, 0]], torch.tensor([0.0, 0.0]))
+    for rgb in ((255, 0, 0), (0, 160, 0), (30, 60, 250), (252, 234, 43)):
+        ab = cb.to_lab(solid(rgb))[0, 1:, 0, 0]
+        chosen = cb.BINS[cb.bin_index(solid(rgb))[0, 0, 0]]
+        assert (chosen - ab).abs().max() <= cb.AB_STEP / 2 + 1e-3  # its own cell, so the cell is in the set
+
+
+def test_bin_index_keeps_the_layout_of_a_non_square_image():
+    image = torch.cat([solid((255, 0, 0), 5, 4), solid((0, 0, 255), 5, 3)], 3)  # (1, 3, 5, 7): red | blue
+    index = cb.bin_index(image)
+    assert index.shape == (1, 5, 7)
+    assert (index[0, :, :4] == index[0, 0, 0]).all() and (index[0, :, 4:] == index[0, 0, 6]).all()
+    assert index[0, 0, 0] != index[0, 0, 6]
+
+
+def test_rebalancing_weighs_rare_bins_more_with_mean_one():
+    counts = torch.ones(cb.bin_count())
+    common = int(cb.bin_index(solid((255, 255, 255)))[0, 0, 0])
+    rare = int(cb.bin_index(solid((255, 0, 0)))[0, 0, 0])
+    counts[common] = 1e6
+    weights = cb.class_weights(counts)
+    assert weights[rare] > 10 * weights[common]
+    p = counts / counts.sum()
+    kernel = torch.exp(-torch.cdist(cb.BINS, cb.BINS) ** 2 / (2 * cb.SMOOTH_SIGMA ** 2))
+    smooth = kernel @ p
+    assert (smooth / smooth.sum() * weights).sum().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_annealed_mean_sharpens_towards_the_mode_and_with_ab_keeps_lightness():
+    red, blue = (int(cb.bin_index(solid(c))[0, 0, 0]) for c in ((255, 0, 0), (0, 0, 255)))
+    logits = torch.full((1, cb.bin_count(), 2, 3), -30.0)
+    logits[:, red], logits[:, blue] = np.log(0.6), np.log(0.4)
+    mean = cb.annealed_ab(logits, 1.0)[0, :, 0, 0]
+    sharp = cb.annealed_ab(logits, 0.1)[0, :, 0, 0]
+    expected = 0.6 * cb.BINS[red] + 0.4 * cb.BINS[blue]
+    assert torch.allclose(mean, expected, atol=1e-3)
+    assert (sharp - cb.BINS[red]).norm() < 0.05 * (cb.BINS[red] - cb.BINS[blue]).norm()
+    with pytest.raises(ValueError, match="temperature"):
+        cb.annealed_ab(logits, 0.0)
+    grey = solid((128, 128, 128), 4, 6)
+    recoloured = cb.with_ab(grey, cb.BINS[red].reshape(1, 2, 1, 1).expand(1, 2, 2, 3))  # half size: resized
+    assert recoloured.shape == grey.shape
+    lab = cb.to_lab(recoloured)
+    assert torch.allclose(lab[:, 0], cb.to_lab(grey)[:, 0], atol=2.0)  # L kept (up to gamut clipping)
+    assert lab[0, 1].mean() > 30  # reddened
+    assert torch.allclose(cb.with_ab(grey, cb.to_lab(grey)[:, 1:]), grey, atol=1e-2)
+
+
+def test_folder_frequencies_are_counted_once_and_cached(tmp_path):
+    (tmp_path / "color").mkdir()
+    records = []
+    for i, rgb in enumerate([(255, 255, 255), (255, 0, 0)]):
+        Image.new("RGB", (20, 12), rgb).save(tmp_path / "color" / f"{i}.png")
+        records.append({"color": f"color/{i}.png"})
+    counts = cb.folder_frequencies(tmp_path, records)
+    assert counts.sum() == 2 * 20 * 12 and (counts > 0).sum() == 2
+    assert json.loads((tmp_path / cb.FREQUENCY_FILE).read_text())["key"]["pairs"] == 2
+    for record in records:  # the cache answers now; the images are not read again
+        (tmp_path / record["color"]).unlink()
+    assert torch.equal(cb.folder_frequencies(tmp_path, records), counts)
+
+
+def tiny(*extra):
+    return load_config(overrides=["--model.depth=3", "--model.base_channels=8", "--model.max_channels=16",
+                                  "--model.disc_channels=8", "--model.disc_layers=2", "--train.batch_size=2",
+                                  "--loss.perceptual_weight=0", "--model.colour_head=true",
+                                  "--loss.colour_classes=1", "--train.lr_g=2e-3", *extra])
+
+
+@pytest.mark.parametrize("generator,scale", [("unet", 2), ("efficientnet_unet", 1)])
+def test_generators_give_logits_over_the_bins_on_non_square_input(generator, scale):
+    cfg = tiny(f"--model.generator={generator}", *(["--model.depth=5"] if generator != "unet" else []))
+    model = build_generator(cfg.model)
+    h, w = (32, 64)
+    args = (torch.zeros(2, 1, h, w), torch.zeros(2, 4, h, w), torch.zeros(2, 8, 3), torch.zeros(2, 8))
+    image, logits = model(*args, logits=True)
+    assert image.shape == (2, 3, h, w) and logits.shape == (2, cb.bin_count(), h // scale, w // scale)
+    assert torch.equal(model(*args), image)  # without the flag, the image alone, as before
+    plain = build_generator(load_config(overrides=["--model.depth=3", "--model.base_channels=8"]).model)
+    with pytest.raises(ValueError, match="colour_head"):
+        plain(*args, logits=True)
+
+
+def test_head_and_loss_come_together():
+    with pytest.raises(ConfigError, match="colour_head"):
+        load_config(overrides=["--loss.colour_classes=1"])
+    with pytest.raises(ConfigError, match="colour_classes"):
+        load_config(overrides=["--model.colour_head=true"])
+
+
+def test_the_step_trains_the_head_on_one_batch():
+    torch.manual_seed(0)
+    cfg = tiny("--data.root=nowhere", "--loss.gan_weight=0", "--loss.recon_weight=1")  # no prepared folder: uniform weights
+    parts = build_parts(cfg, CPU)
+    assert torch.equal(parts.colour_weights, torch.ones(cb.bin_count()))
+    line = -torch.ones(2, 1, 16, 24)
+    color = torch.cat([solid((255, 0, 0), 16, 12), solid((30, 60, 250), 16, 12)], 3).expand(2, -1, -1, -1)
+    hints = Hints(torch.zeros(2, 4, 16, 24), torch.zeros(2, 8, 3), torch.zeros(2, 8), torch.zeros(2, dtype=torch.long))
+    first = train_step(parts, line, color, hints).g_terms["colour_classes"].item()
+    for _ in range(60):
+        last = train_step(parts, line, color, hints).g_terms["colour_classes"].item()
+    assert last < 0.5 * first
