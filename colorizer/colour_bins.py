@@ -17,6 +17,9 @@ output (which hints and the composite already use) keeps saying how light.
 - ``folder_frequencies``: a prepared folder's train bin counts, cached as ``DIR/colour_bins.json``.
 - ``annealed_ab``: the annealed mean (temperature 0.38 in the paper) of the distribution's ab.
 - ``with_ab``: a colour with its a and b replaced, its L kept.
+- ``AnnealedMean``: a generator with a colour head as a drop-in generator whose image takes the
+  annealed mean's ab (what the demo, the CLI and evaluation show of such a model; ``decoded``).
+- ``region_votes``: per closed shape, the bin of the highest summed log-probability (``fills``).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import kornia
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 AB_STEP = 10  # bin side in a and b (CIELAB units)
@@ -157,3 +161,40 @@ def with_ab(colour: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
         ab = F.interpolate(ab.float(), size=colour.shape[-2:], mode="bilinear", align_corners=False)
     lab = torch.cat([to_lab(colour)[:, :1], ab.float()], 1)
     return kornia.color.lab_to_rgb(lab, clip=True) * 2 - 1
+
+
+class AnnealedMean(nn.Module):
+    """A generator with a colour head (model.colour_head) whose image keeps the regression's L and
+    takes the annealed mean's ab. Same call as the generator: (line, spatial_hint, palette,
+    palette_keep, logits=False) -> image (B, 3, H, W) in [-1, 1], and with ``logits`` also the
+    head's logits (B, Q, h, w)."""
+
+    def __init__(self, network: nn.Module, temperature: float = TEMPERATURE):
+        super().__init__()
+        self.network, self.temperature = network, float(temperature)
+
+    def forward(self, line, spatial_hint, palette, palette_keep, logits: bool = False):
+        image, head = self.network(line, spatial_hint, palette, palette_keep, logits=True)
+        image = with_ab(image, annealed_ab(head, self.temperature)).to(image.dtype)  # (B, 3, H, W) in [-1, 1]
+        return (image, head) if logits else image
+
+
+def decoded(generator: nn.Module, model_cfg, temperature: float = TEMPERATURE) -> nn.Module:
+    """``generator`` as its colours are shown: through ``AnnealedMean`` when it has a colour head."""
+    return AnnealedMean(generator, temperature) if model_cfg.colour_head else generator
+
+
+def region_votes(log_probs: torch.Tensor, labels: np.ndarray, count: int) -> tuple:
+    """The model's own vote per closed shape. log_probs (Q, h, w) at any size; labels (H, W) int,
+    0 on ink, 1..count the regions (``fills.regions``) -> (ab (count + 1, 2): per label the bin whose
+    log-probability summed over its pixels is highest; voted (count + 1,) bool: the labels that
+    have a pixel at the log-probabilities' size, sampled nearest)."""
+    h, w = log_probs.shape[-2:]
+    rows = (np.arange(h) * labels.shape[0] // h)[:, None]
+    cols = (np.arange(w) * labels.shape[1] // w)[None, :]
+    small = torch.from_numpy(labels[rows, cols].astype(np.int64)).flatten()  # (h * w,)
+    sums = torch.zeros(count + 1, log_probs.shape[0], dtype=torch.float64)
+    sums.index_add_(0, small, log_probs.reshape(log_probs.shape[0], -1).T.double())
+    voted = torch.bincount(small, minlength=count + 1) > 0
+    voted[0] = False  # ink
+    return BINS[sums.argmax(1)], voted.numpy()

@@ -31,6 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .colour_bins import TEMPERATURE, AnnealedMean
 from .config import image_size
 from .data import PairDataset, mean_color, mix_shares, read_report, train_sizes
 from .extra_metrics import ExtraMetrics
@@ -120,6 +121,18 @@ def scores(pred: torch.Tensor, color: torch.Tensor, region: torch.Tensor, hints=
 
 
 @torch.no_grad()
+def set_decode(model: Colorizer, args) -> Colorizer:
+    """--colour-decode and --temperature on ``model``'s generator when it has a colour head."""
+    if args.temperature <= 0:
+        raise SystemExit(f"error: --temperature={args.temperature} must be > 0")
+    if isinstance(model.generator, AnnealedMean):
+        if args.colour_decode == "regression":
+            model.generator = model.generator.network
+        else:
+            model.generator.temperature = args.temperature
+    return model
+
+
 def predict(generator, line: torch.Tensor, hints, autocast=None) -> torch.Tensor:
     """The generator's colouring of ``line`` with ``hints``: (B, 3, H, W) float32 in [-1, 1]."""
     with autocast or contextlib.nullcontext():
@@ -490,6 +503,11 @@ def main(argv=None) -> int:
     parser.add_argument("--stroke-tolerances", nargs="+", type=float, default=[],
                         help="with --protocol hint-auc: also the default path with the painted strokes at each "
                              "of these CIE76 ΔE tolerances (strokes.STROKE_TOLERANCE), one row each")
+    parser.add_argument("--colour-decode", default="annealed", choices=("annealed", "regression"),
+                        help="a model with a colour head (model.colour_head): its colours by the annealed mean "
+                             "(as the demo shows them) or its regression output alone")
+    parser.add_argument("--temperature", type=float, default=TEMPERATURE,
+                        help="the annealed mean's temperature (1 = the mean, towards 0 = the mode)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-items", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -513,7 +531,7 @@ def main(argv=None) -> int:
     if args.protocol == "hint-auc":
         return main_hint_auc(args, out)
     try:
-        model = Colorizer.load(args.checkpoint, device=args.device)
+        model = set_decode(Colorizer.load(args.checkpoint, device=args.device), args)
         extra = ExtraMetrics(model.device, args.lpips_weights, args.fid_weights)
         for i, data in enumerate(args.data):
             gallery = worst_png if i == 0 else out.with_name(f"{out.stem}_worst_{Path(data).name}.png")
@@ -566,7 +584,7 @@ def main_hint_auc(args, out: Path) -> int:
 
     reports = []
     try:
-        model = Colorizer.load(args.checkpoint, device=args.device)
+        model = set_decode(Colorizer.load(args.checkpoint, device=args.device), args)
         extra = ExtraMetrics(model.device, args.lpips_weights, "off")
         for data in args.data:
             reports.append(hint_auc.run(model, Path(data), args.split, args.hint_auc_type, args.max_items, extra,

@@ -15,6 +15,10 @@ and gives each one colour:
    of the model's colour over the region's own pixels: a robust average that a smear, or a line
    bleeding into a corner, does not move. Where painted hints fall in a region, the median of the
    hint colours there wins instead.
+   With a colour head (model.colour_head), ``log_probs`` given: each region takes the bin of its
+   pixels' highest summed log-probability (``colour_bins.region_votes``, the model's own vote) at
+   the median's lightness, except paper (a median every channel of which is above
+   ``composite.PAPER_SNAP``), which stays paper; painted hints still win.
 3. Every ink pixel takes the colour of the nearest region, so the layer under the lines is flat up
    to each line's middle and the multiplied lines meet one colour on each side.
 
@@ -32,6 +36,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
+
+from .colour_bins import region_votes, with_ab
+from .composite import PAPER_SNAP
 
 FILL_INK = 128  # line value (0-255) below which a pixel is ink when regions are found
 FILL_GAP = 1 / 256  # trapped-ball radius, share of the long side: 1 px at 256 px (closes gaps under 3 px), 4 at 1024
@@ -114,10 +121,11 @@ def label_medians(values: np.ndarray, labels: np.ndarray, count: int) -> tuple:
 
 def flat_fill(colour: torch.Tensor, line: np.ndarray, hint_colour: np.ndarray | None = None,
               hint_mask: np.ndarray | None = None, gap: float = FILL_GAP,
-              max_pixels: int = FILL_MAX_PIXELS) -> torch.Tensor:
+              max_pixels: int = FILL_MAX_PIXELS, log_probs: torch.Tensor | None = None) -> torch.Tensor:
     """One colour per closed region of ``line``. colour (3, h, w) in [-1, 1] at any size (the flat
     colour at the working size), line (H, W) uint8 at the drawing's size; optional hints (colour
-    (a, b, 3) in [0, 1], mask (a, b) bool) at any size -> (3, gh, gw) in [-1, 1] at
+    (a, b, 3) in [0, 1], mask (a, b) bool) at any size; optional ``log_probs`` (Q, p, q) over
+    ``colour_bins.BINS``, covering the same drawing at any size (the vote) -> (3, gh, gw) in [-1, 1] at
     ``region_grid(H, W)``: the region colours, and where there are no regions at all (a drawing
     that is all ink) the colour unchanged."""
     grid = region_grid(*line.shape, max_pixels)
@@ -128,6 +136,11 @@ def flat_fill(colour: torch.Tensor, line: np.ndarray, hint_colour: np.ndarray | 
     inside = labels > 0
     pixels = colour.permute(1, 2, 0).numpy()[inside]  # (N, 3)
     table, _ = label_medians(pixels, labels[inside], count)
+    if log_probs is not None:  # the model's own vote per shape, at the median's lightness; paper stays paper
+        ab, voted = region_votes(log_probs.float().cpu(), labels, count)
+        voted &= ~((table + 1) / 2 > PAPER_SNAP).all(1)
+        recoloured = with_ab(torch.from_numpy(table).T[None, :, :, None], ab.T[None, :, :, None])[0, :, :, 0].T
+        table = np.where(voted[:, None], recoloured.numpy(), table).astype(np.float32)
     if hint_mask is not None and hint_mask.any():
         mask = np.asarray(Image.fromarray(hint_mask).resize((grid[1], grid[0]), Image.Resampling.NEAREST)) & inside
         painted = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(hint_colour[..., c]), "F").resize(

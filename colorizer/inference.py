@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -33,6 +34,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import CONFIG_NOTES, GeneratorFile, ModelLoadError, read_generator
+from .colour_bins import decoded
 from .composite import enlarge, flat_colour, line_layer, multiply
 from .config import Config, ConfigError, data_roots, from_dict, image_size
 from .fills import flat_fill, region_grid
@@ -219,6 +221,7 @@ class Colorizer:
         self.box = tuple(int(v) for v in image_size(config.data))  # (H, W) the model was trained at
         self.multiple = 2 ** int(config.model.depth)
         self.palette_size = int(config.model.palette_size)
+        self.has_head = bool(config.model.colour_head)  # a colour head: annealed-mean colours, the vote per shape
         self._lock = threading.Lock()  # one forward at a time: BatchNorm/cuDNN state is shared
 
     # ---------------------------------------------------------------- loading
@@ -251,7 +254,7 @@ class Colorizer:
             raise ModelLoadError(f"the generator weights in {stored.source} do not match its config "
                                  f"({config.model.generator}, depth {config.model.depth}): {details}") from None
         metrics = {str(k): float(v) for k, v in stored.metrics.items() if isinstance(v, (int, float, torch.Tensor))}
-        model = cls(generator.float(), config, step=stored.step, metrics=metrics, run_name=stored.run_name,
+        model = cls(decoded(generator.float(), config.model), config, step=stored.step, metrics=metrics, run_name=stored.run_name,
                     source=stored.source, max_pixels=max_pixels, device=device)
         model.notes = {str(k): v for k, v in notes.items()}
         return model
@@ -343,9 +346,10 @@ class Colorizer:
             for start in range(0, len(members), max(1, batch_size)):
                 chunk = members[start: start + max(1, batch_size)]
                 colours = self._run([requests[i] for i in chunk], flat=True)
-                for i, colour in zip(chunk, colours):
+                for i, (colour, log_probs) in zip(chunk, colours):
                     try:
-                        results[i] = self._layers(*self._finish(requests[i], colour, fill, propagate))
+                        results[i] = self._layers(*self._finish(requests[i], colour, fill, propagate,
+                                                                log_probs=log_probs))
                     except (ValueError, TypeError, OSError) as err:
                         results[i] = err
         return results
@@ -369,7 +373,8 @@ class Colorizer:
         colour per closed region; with ``propagate`` each painted stroke's colour in its whole
         shape. ValueError or TypeError, saying what is wrong, for an input it cannot use."""
         request = self._prepare(line_art, hints, palette, resolution)
-        return self._finish(request, self._run([request], flat)[0], fill, propagate, tolerance)
+        colour, log_probs = self._run([request], flat)[0]
+        return self._finish(request, colour, fill, propagate, tolerance, log_probs)
 
     def _prepare(self, line_art: ImageSource, hints: Optional[ImageSource], palette, resolution: str) -> "_Request":
         """The network's inputs for one drawing (see ``_colour``), checked."""
@@ -408,33 +413,44 @@ class Colorizer:
                         (scaled_h, scaled_w))
 
     def _run(self, requests: list, flat: bool) -> list:
-        """One generator call on the stacked ``requests`` (one padded size) -> each one's colour
+        """One generator call on the stacked ``requests`` (one padded size) -> each one's (colour
         (3, h, w) in [-1, 1] on the CPU at its working size: the flat colour, or with ``flat=False``
-        the network's output, its own lines and all."""
+        the network's output, its own lines and all; log-probabilities (Q, p, q) over
+        ``colour_bins.BINS`` covering the same area, for the vote per shape, or None without a
+        colour head)."""
         with self._lock, torch.inference_mode():
             out = self.generator(torch.stack([r.line for r in requests])[:, None].to(self.device),  # (B, 1, H, W)
                                  torch.stack([r.spatial for r in requests]).to(self.device),  # (B, 4, H, W)
                                  torch.stack([r.palette for r in requests]).to(self.device),  # (B, K, 3)
-                                 torch.stack([r.keep for r in requests]).to(self.device))  # (B, 3, H, W) in [-1, 1]
+                                 torch.stack([r.keep for r in requests]).to(self.device),
+                                 **({"logits": True} if self.has_head else {}))  # (B, 3, H, W) in [-1, 1]
+            out, logits = out if isinstance(out, tuple) else (out, None)  # logits (B, Q, H / s, W / s)
             colours = []
             for i, request in enumerate(requests):
                 h, w = request.working
                 colour = out[i: i + 1, :, :h, :w].float()  # (1, 3, h, w)
                 if flat:  # the colour without the model's own copy of the lines
                     colour = flat_colour(colour, request.line[None, None, :h, :w].to(self.device))
-                colours.append(colour[0].cpu())
+                log_probs = None
+                if logits is not None:  # the rows and columns that cover the working area
+                    scale = out.shape[-1] / logits.shape[-1]
+                    log_probs = torch.log_softmax(logits[i, :, : math.ceil(h / scale), : math.ceil(w / scale)].float(),
+                                                  0).cpu()
+                colours.append((colour[0].cpu(), log_probs))
         return colours
 
     def _finish(self, request: "_Request", colour: torch.Tensor, fill: bool, propagate: bool,
-                tolerance: float = STROKE_TOLERANCE) -> tuple:
-        """The network's ``colour`` of ``request`` -> ``_colour``'s result: flat fills, the strokes
-        propagated (``tolerance``: ``strokes.paint``'s), at the drawing's size."""
+                tolerance: float = STROKE_TOLERANCE, log_probs: torch.Tensor | None = None) -> tuple:
+        """The network's ``colour`` of ``request`` -> ``_colour``'s result: flat fills (by the colour
+        head's vote when ``log_probs`` are given), the strokes propagated (``tolerance``:
+        ``strokes.paint``'s), at the drawing's size."""
         lines = np.asarray(request.full)
         height, width = lines.shape
         hint_mask = request.hint_mask
         propagate = propagate and hint_mask is not None and bool(hint_mask.any())
         if fill:  # one colour per closed region, at the region grid (at most fills.FILL_MAX_PIXELS)
-            colour = flat_fill(colour, lines, *((None, None) if propagate else (request.hint_colour, hint_mask)))
+            colour = flat_fill(colour, lines, *((None, None) if propagate else (request.hint_colour, hint_mask)),
+                               log_probs=log_probs)
         paint = None
         if propagate:  # the strokes at the region grid, where they colour their shapes
             paint = paint_strokes(colour, lines, *hints_to_arrays(request.hints, region_grid(height, width)),

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from . import config as config_lib
 from .checkpoint import (ARCHITECTURE_KEYS, CheckpointError, CheckpointSaveError, ParentModel, RunCheckpoints,
                          TrainState, check_compatible, read_parent, resolve_run_dir)
+from .colour_bins import decoded
 from .data import PairDataset, data_credits, ensure_dataset, inherited_credits, make_train_stream
 from .evaluate import predict_modes, validate
 from .hints import MODES
@@ -338,7 +339,8 @@ def run_validation(cfg, parts: Parts, roots: list, state: TrainState, monitor, d
     say on every rank whether ``train.best_metric`` improved."""
     improved = False
     if dist.is_main:
-        state.metrics = validate(cfg, parts.ema.module.eval(), roots, parts.device, parts.autocast)
+        # a colour head's model is validated as it is shown: its annealed-mean colours
+        state.metrics = validate(cfg, decoded(parts.ema.module.eval(), cfg.model), roots, parts.device, parts.autocast)
         monitor.log(state.metrics, state.step)
         value = state.metrics.get(cfg.train.best_metric)
         improved = value is not None and not math.isnan(value) and (

@@ -126,3 +126,69 @@ def test_the_step_trains_the_head_on_one_batch():
     for _ in range(60):
         last = train_step(parts, line, color, hints).g_terms["colour_classes"].item()
     assert last < 0.5 * first
+
+
+def boxes(h=40, w=60):
+    """Line art (h, w) uint8: a rectangle outline split by a vertical line -> paper outside, a left
+    and a right box; the regression's colour (3, h, w) in [-1, 1]: grey in the boxes, white outside."""
+    line = np.full((h, w), 255, np.uint8)
+    line[5, 5:55] = line[34, 5:55] = line[5:35, 5] = line[5:35, 54] = line[5:35, 30] = 0
+    colour = torch.ones(3, h, w)
+    colour[:, 6:34, 6:54] = 128 / 127.5 - 1
+    return line, colour
+
+
+def favour(bins_by_area: list, q=None, h=20, w=30) -> torch.Tensor:
+    """Log-probabilities (Q, h, w): each (rows, cols, bin) area strongly favours its bin (a later
+    area over an earlier one)."""
+    logits = torch.zeros(q or cb.bin_count(), h, w)
+    for rows, cols, index in bins_by_area:
+        logits[:, rows, cols] = 0.0
+        logits[index, rows, cols] = 12.0
+    return torch.log_softmax(logits, 0)
+
+
+def test_the_vote_fills_each_shape_with_its_bin_keeps_the_paper_and_lets_paint_win():
+    from colorizer.fills import flat_fill
+
+    red, blue, green = (int(cb.bin_index(solid(c))[0, 0, 0]) for c in ((255, 0, 0), (30, 60, 250), (0, 160, 0)))
+    line, colour = boxes()
+    everywhere, left, right = (slice(None), slice(None), green), (slice(3, 17), slice(3, 15), red), \
+        (slice(3, 17), slice(15, 27), blue)
+    log_probs = favour([everywhere, left, right])  # green on the paper too: the vote must not paint it
+    filled = flat_fill(colour, line, log_probs=log_probs)
+    assert filled.shape == (3, 40, 60)
+    lab = cb.to_lab(filled[None])[0]
+    assert (lab[1:, 20, 15] - cb.BINS[red]).abs().max() < 8 and abs(lab[0, 20, 15] - cb.to_lab(colour[None])[0, 0, 20, 15]) < 3
+    assert lab[2, 20, 45] < -40  # blue-ish: its bin's hue, at the grey's lightness (clipped to sRGB)
+    assert torch.equal(filled[:, 1, 1], torch.ones(3))  # paper stays paper
+    without = flat_fill(colour, line)  # no log-probabilities: the median, grey
+    assert torch.allclose(without[:, 20, 15], colour[:, 20, 15], atol=0.01)
+    hint_colour, hint_mask = np.zeros((40, 60, 3), np.float32), np.zeros((40, 60), bool)
+    hint_colour[18:22, 10:20], hint_mask[18:22, 10:20] = (1.0, 0.9, 0.2), True  # yellow painted in the left box
+    painted = flat_fill(colour, line, hint_colour, hint_mask, log_probs=log_probs)
+    assert torch.allclose(painted[:, 20, 15], torch.tensor([1.0, 0.8, -0.6]), atol=0.02)  # the paint wins
+    assert lab[2, 20, 45] == pytest.approx(cb.to_lab(painted[None])[0, 2, 20, 45].item(), abs=0.01)  # the other box votes
+
+
+def test_a_model_with_a_colour_head_is_served_and_evaluated_by_its_distribution(tmp_path):
+    from colorizer.checkpoint import export_generator
+    from colorizer.config import to_dict
+    from colorizer.evaluate import set_decode
+    from colorizer.inference import Colorizer
+
+    cfg = tiny("--data.size=64")
+    generator = build_generator(cfg.model)
+    export_generator(tmp_path, generator.state_dict(), to_dict(cfg), 1, {}, "off", "head")
+    model = Colorizer.load(tmp_path, device="cpu")
+    assert isinstance(model.generator, cb.AnnealedMean) and model.has_head
+    line, _ = boxes(48, 80)
+    art = Image.fromarray(line)
+    for fill in (False, True):
+        image = model.colorize(art, fill=fill)
+        assert image.size == (80, 48)
+    args = type("Args", (), {"colour_decode": "annealed", "temperature": 0.2})()
+    assert set_decode(model, args).generator.temperature == 0.2
+    args.colour_decode = "regression"
+    assert set_decode(model, args).generator is model.generator and not isinstance(model.generator, cb.AnnealedMean)
+    assert model.colorize(art, fill=True).size == (80, 48)  # the vote still has the head's logits
