@@ -191,11 +191,8 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
                   layers: bool = True, fill=False, propagate=PROPAGATE_DEFAULT):
     """Apply the mode labelled ``label`` -> ``inference.Layers``, or with ``layers=False`` the
     composite image alone (what the single-image endpoints return); ``fill``: flat fills, one colour
-    per closed region; ``propagate``: each painted stroke colours its whole shape. Automatic uses
-    painted strokes when there are any (it is painted hints then) and ignores the palette; each
-    hinted mode needs its hint; palette mode with strokes says, on the page, that it left them out."""
-    if not isinstance(label, str) or label not in LABEL_MODES:
-        raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
+    per closed region; ``propagate``: each painted stroke colours its whole shape. The hints as
+    ``mode_hints`` takes them."""
     if fill is None:
         fill = False
     if not isinstance(fill, bool):
@@ -204,6 +201,20 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
         propagate = PROPAGATE_DEFAULT
     if not isinstance(propagate, bool):
         raise bad_input(f"propagate must be true or false, got {propagate!r}")
+    hints, palette = mode_hints(colorizer, hints, palette, label)
+    try:
+        colour = colorizer.colorize_layers if layers else colorizer.colorize
+        return colour(line_art, hints=hints, palette=palette, fill=fill, propagate=propagate)
+    except (ValueError, TypeError) as err:
+        raise bad_input(str(err)) from None
+
+
+def mode_hints(colorizer: Colorizer, hints, palette: str, label: str) -> tuple:
+    """The hints the mode labelled ``label`` uses -> (hints or None, palette or None). Automatic uses
+    painted strokes when there are any (it is painted hints then) and ignores the palette; each
+    hinted mode needs its hint; palette mode with strokes says, on the page, that it left them out."""
+    if not isinstance(label, str) or label not in LABEL_MODES:
+        raise bad_input(f"mode {label!r} is not one of {', '.join(LABEL_MODES)}")
     mode = LABEL_MODES[label]
     if mode == HintMode.NONE and hints is not None:
         mode = HintMode.SPATIAL  # strokes are never ignored silently
@@ -215,12 +226,29 @@ def run_colorizer(colorizer: Colorizer, line_art: Image.Image, hints, palette: s
             raise bad_input("palette mode needs at least one colour, e.g. '#e63946, #457b9d'")
     if mode == HintMode.SPATIAL and hints is None:
         raise bad_input("painted hints mode: paint some strokes on the 'hints' layer first")
+    return (hints if mode == HintMode.SPATIAL else None), (palette if mode == HintMode.PALETTE else None)
+
+
+def suggest_colours(colorizer: Colorizer, line_art: Image.Image, hints, palette: str, label: str, x, y,
+                    count=6) -> list:
+    """The likeliest colours at (``x``, ``y``) of the drawing (``Colorizer.suggest``) with the mode's
+    hints -> [{"colour": "#rrggbb", "probability": p}]; a gr.Error saying why when there are none."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y, count)) or count < 1:
+        raise bad_input(f"x, y and count must be numbers (count >= 1), got {x!r}, {y!r}, {count!r}")
+    hints, palette = mode_hints(colorizer, hints, palette, label)
     try:
-        colour = colorizer.colorize_layers if layers else colorizer.colorize
-        return colour(line_art, hints=hints if mode == HintMode.SPATIAL else None,
-                      palette=palette if mode == HintMode.PALETTE else None, fill=fill, propagate=propagate)
+        found = colorizer.suggest(line_art, float(x), float(y), hints=hints, palette=palette, count=int(count))
     except (ValueError, TypeError) as err:
         raise bad_input(str(err)) from None
+    return [{"colour": colour, "probability": round(p, 4)} for colour, p in found]
+
+
+def swatches_html(found: list) -> str:
+    """Suggested colours as swatches: a coloured square, the hex code and the probability each."""
+    return "".join(f'<span class="swatch" title="{s["colour"]}" style="display:inline-block;margin:2px 8px 2px 0">'
+                   f'<span style="display:inline-block;width:18px;height:18px;vertical-align:middle;border:1px solid '
+                   f'#888;background:{s["colour"]}"></span> {s["colour"]} {100 * s["probability"]:.0f} %</span>'
+                   for s in found)
 
 
 def exposure_warning(host: str, auth, share: bool) -> Optional[str]:
@@ -274,8 +302,9 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                concurrency: int = 1, keep_files_s: int = 24 * 3600, choices: Optional[list] = None) -> gr.Blocks:
     """The app: editor (line art + a 'hints' layer), palette, mode, flat fills, strokes filling their
     shapes, a model picker over ``choices`` ((label, path) pairs, ``model_choices``; the served
-    ``colorizer`` first), Colorize and Layered PSD; endpoints /colorize (editor value),
-    /colorize_file, /colorize_layers and /colorize_psd (image files), all on a bounded queue, the API
+    ``colorizer`` first), Colorize and Layered PSD, suggested colours from a click on the result;
+    endpoints /colorize (editor value), /colorize_file, /colorize_layers, /colorize_psd and
+    /suggest_colours (image files), all on a bounded queue, the API
     on the served model. Uploads and results older than ``keep_files_s`` are
     deleted (checked hourly), so a long-running demo's disk use stays bounded too."""
     shelf = ModelShelf(colorizer, choices)
@@ -370,6 +399,25 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         layers = run_colorizer(shelf.get(model), line_art, hints, palette, mode, fill=flat_fill, propagate=propagate)
         return save_psd(layers)
 
+    def suggest_page(editor: dict, mode: str, palette: str, model: str, evt: gr.SelectData) -> tuple:
+        """A click on the result -> the likeliest colours there, as swatches and as choices for the picker."""
+        colorizer_ = shelf.get(model)
+        if not colorizer_.has_head:
+            return gr.Radio(choices=[], value=None), ("this model has no colour head, so it has no suggestions "
+                                                      "(train one with --model.colour_head=true)")
+        line_art, hints = checked(editor_images, editor)
+        found = suggest_colours(colorizer_, line_art, hints, palette, mode, *evt.index[:2])
+        choices = [(f'{s["colour"]} ({100 * s["probability"]:.0f} %)', s["colour"]) for s in found]
+        return gr.Radio(choices=choices, value=None), swatches_html(found)
+
+    def suggest_file(line_art: gr.FileData, x: float, y: float, hints: Optional[gr.FileData] = None,
+                     palette: str = "", mode: str = "", count: int = 6) -> list:
+        """The likeliest colours at the point (x, y) of a line-art image file (its pixels, origin top
+        left), from the model's colour distribution there, with the hints and palette as in
+        colorize_file -> [{"colour": "#rrggbb", "probability": p}], likeliest first. Needs a model
+        with a colour head (model.colour_head)."""
+        return suggest_colours(colorizer, *file_inputs(line_art, hints, palette, mode), x, y, count)
+
     def add_color(palette: str, color: str) -> str:
         red, green, blue = checked(parse_color, color or "")
         colors = [c for c in (palette or "").replace(",", " ").split() if c]
@@ -414,6 +462,10 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
                 layers = gr.File(label="Layers: colorized.png (colour + lines), colorized_flat.png (colour "
                                        "only), colorized_lines.png (lines only, transparent)",
                                  file_count="multiple", interactive=False, elem_id="layers")
+                suggested = gr.Radio([], label="Suggested colours: click a point of the result", elem_id="suggested",
+                                     info="the model's likeliest colours there; choosing one sets Pick, for the "
+                                          "palette or the brush's own colour field")
+                swatches = gr.HTML(elem_id="swatches")
                 psd_button = gr.Button("Layered PSD", elem_id="psd-button")
                 psd_file = gr.File(label="colorized.psd: flat colour, shading and line art as layers, for Krita, "
                                          "GIMP or Photoshop", interactive=False, elem_id="psd")
@@ -423,12 +475,16 @@ def build_demo(colorizer: Colorizer, examples: Optional[list] = None, queue_size
         button.click(colorize_page, [editor, mode, palette, fill, picker_model, spread], [result, layers],
                      api_visibility="private")
         picker_model.change(show_model, picker_model, facts, api_visibility="private")
+        result.select(suggest_page, [editor, mode, palette, picker_model], [suggested, swatches],
+                      api_visibility="private")
+        suggested.change(lambda colour: colour or gr.skip(), suggested, picker, api_visibility="private")
         # /colorize keeps answering with one image: an event of its own, on a button the page does not show
         api_button, api_result = gr.Button(visible=False), gr.Image(type="filepath", format="png", visible=False)
         api_button.click(colorize, [editor, mode, palette, fill, spread], api_result, api_name="colorize")
         gr.api(colorize_file, api_name="colorize_file")
         gr.api(colorize_layers, api_name="colorize_layers")
         gr.api(colorize_psd, api_name="colorize_psd")
+        gr.api(suggest_file, api_name="suggest_colours")
         psd_button.click(page_psd, [editor, mode, palette, fill, picker_model, spread], psd_file,
                          api_visibility="private")
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)

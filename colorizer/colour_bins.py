@@ -20,6 +20,8 @@ output (which hints and the composite already use) keeps saying how light.
 - ``AnnealedMean``: a generator with a colour head as a drop-in generator whose image takes the
   annealed mean's ab (what the demo, the CLI and evaluation show of such a model; ``decoded``).
 - ``region_votes``: per closed shape, the bin of the highest summed log-probability (``fills``).
+- ``suggestions``: the likeliest colours at one point, as swatches to paint with (ideepcolor's
+  gamut palette; ``Colorizer.suggest``, the page and the /suggest_colours API).
 """
 from __future__ import annotations
 
@@ -198,3 +200,18 @@ def region_votes(log_probs: torch.Tensor, labels: np.ndarray, count: int) -> tup
     voted = torch.bincount(small, minlength=count + 1) > 0
     voted[0] = False  # ink
     return BINS[sums.argmax(1)], voted.numpy()
+
+
+def suggestions(log_probs: torch.Tensor, lightness: float, count: int = 6) -> list:
+    """log_probs (Q,) at one point, ``lightness`` (CIELAB L there, from the regression) -> up to
+    ``count`` [("#rrggbb", probability)], likeliest first, each the bin's ab at that lightness (clipped
+    to sRGB); bins that give the same 8-bit colour are merged (their probabilities summed)."""
+    probs = torch.softmax(log_probs.float(), 0)
+    order = torch.argsort(probs, descending=True)[: 4 * count]
+    lab = torch.cat([torch.full((len(order), 1), float(lightness)), BINS[order]], 1)  # (n, 3)
+    rgb = kornia.color.lab_to_rgb(lab.T[None, :, :, None], clip=True)[0, :, :, 0].T  # (n, 3) in [0, 1]
+    merged: dict = {}
+    for colour, p in zip((rgb * 255).round().to(torch.uint8).tolist(), probs[order].tolist()):
+        key = "#{:02x}{:02x}{:02x}".format(*colour)
+        merged[key] = merged.get(key, 0.0) + p
+    return sorted(merged.items(), key=lambda item: -item[1])[:count]

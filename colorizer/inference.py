@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import CONFIG_NOTES, GeneratorFile, ModelLoadError, read_generator
-from .colour_bins import decoded
+from .colour_bins import decoded, suggestions, to_lab
 from .composite import enlarge, flat_colour, line_layer, multiply
 from .config import Config, ConfigError, data_roots, from_dict, image_size
 from .fills import flat_fill, region_grid
@@ -314,6 +314,26 @@ class Colorizer:
         ``fill``, ``propagate`` and ``tolerance`` as in ``colorize``."""
         return self._layers(*self._colour(line_art, hints, palette, resolution, fill=fill, propagate=propagate,
                                           tolerance=tolerance))
+
+    def suggest(self, line_art: ImageSource, x: float, y: float, hints: Optional[ImageSource] = None, palette=None,
+                count: int = 6) -> list:
+        """The likeliest colours at the point (``x``, ``y``) of ``line_art`` (its pixels, origin top
+        left), given ``hints`` and ``palette``: up to ``count`` [("#rrggbb", probability)] from the
+        colour head's distribution there (``colour_bins.suggestions``). ValueError for a model without
+        a colour head or a point outside the drawing."""
+        if not self.has_head:
+            raise ValueError("this model has no colour head, so it has one colour per pixel and no suggestions; "
+                             "train one with --model.colour_head=true --loss.colour_classes=1")
+        request = self._prepare(line_art, hints, palette, "model")
+        width, height = request.full.size
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(f"the point ({x}, {y}) is outside the {width} x {height} drawing")
+        colour, log_probs = self._run([request], flat=True)[0]  # the colour without the lines: its lightness
+        h, w = request.working
+        lightness = to_lab(colour[None, :, int(y * h / height), int(x * w / width)][..., None, None])[0, 0, 0, 0]
+        rows, cols = log_probs.shape[-2:]  # they cover the working area (at the head's stride)
+        row, col = min(rows - 1, int(y / height * rows)), min(cols - 1, int(x / width * cols))
+        return suggestions(log_probs[:, row, col], float(lightness), count)
 
     def working_size(self, height: int, width: int, resolution: str = "model") -> tuple:
         """(h, w) the network colours a ``height`` x ``width`` drawing at, before padding: the

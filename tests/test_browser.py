@@ -261,3 +261,48 @@ def test_a_stroke_across_a_shape_colours_that_shape_with_the_bundled_model(tmp_p
     closed, _ = regions(ink_mask(line, line.shape))  # the gap closed, as the propagation closes it
     for untouched in (labels == box, closed == closed[0, 0]):
         assert (delta_e(out, network)[untouched] < 3).all()  # as the network coloured them
+
+
+def test_suggested_colours_from_a_click_on_the_result(tmp_path):
+    """Issue 41: with a colour-head model, a click on the result shows the likeliest colours there as
+    swatches, and choosing one sets the colour picker (for the palette or the brush)."""
+    from playwright.sync_api import sync_playwright
+
+    from colorizer.colour_bins import bin_index
+    need_chromium()
+    cfg = load_config(overrides=TINY + ["--model.colour_head=true", "--loss.colour_classes=1"])
+    generator = build_generator(cfg.model)
+    blue = int(bin_index(torch.tensor([30.0, 60.0, 250.0]).reshape(1, 3, 1, 1) / 127.5 - 1)[0, 0, 0])
+    with torch.no_grad():  # a head that says blue everywhere, most of all
+        generator.colour_head.weight.zero_()
+        generator.colour_head.bias.fill_(-5.0)
+        generator.colour_head.bias[blue] = 5.0
+    export = export_generator(tmp_path / "export", generator.state_dict(), to_dict(cfg), step=1, metrics={},
+                              perceptual="random", run_name="head")
+    line_path = tmp_path / "line.png"
+    image = Image.new("L", (640, 400), 255)
+    ImageDraw.Draw(image).rectangle((100, 100, 540, 300), outline=0, width=4)
+    image.save(line_path)
+    demo, url = launch(Colorizer.load(export))
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                upload_and_paint(page, url, line_path)
+                page.locator("#colorize").click()
+                result = page.locator("#result img")
+                result.wait_for(state="visible", timeout=60_000)
+                result.click()  # scrolled into view, at its centre
+                swatch = page.locator("#swatches .swatch").first
+                swatch.wait_for(state="visible", timeout=60_000)
+                top = swatch.get_attribute("title")
+                page.locator("#suggested label").first.click()
+                page.wait_for_function(f"() => [...document.querySelectorAll('input')].some("
+                                       f"i => (i.value || '').toLowerCase() === '{top}')", timeout=30_000)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    rgb = torch.tensor([int(top[i: i + 2], 16) for i in (1, 3, 5)], dtype=torch.float32)
+    assert int(bin_index(rgb.reshape(1, 3, 1, 1) / 127.5 - 1)[0, 0, 0]) == blue or rgb[2] > rgb[0]  # the head's blue

@@ -192,3 +192,33 @@ def test_a_model_with_a_colour_head_is_served_and_evaluated_by_its_distribution(
     args.colour_decode = "regression"
     assert set_decode(model, args).generator is model.generator and not isinstance(model.generator, cb.AnnealedMean)
     assert model.colorize(art, fill=True).size == (80, 48)  # the vote still has the head's logits
+
+
+def test_suggestions_are_the_likeliest_bins_at_the_point(tmp_path):
+    from colorizer.checkpoint import export_generator
+    from colorizer.config import to_dict
+    from colorizer.inference import Colorizer
+
+    cfg = tiny("--data.size=64")
+    generator = build_generator(cfg.model)
+    red, blue = (int(cb.bin_index(solid(c))[0, 0, 0]) for c in ((255, 0, 0), (30, 60, 250)))
+    with torch.no_grad():  # a head that says red, then blue, everywhere
+        generator.colour_head.weight.zero_()
+        generator.colour_head.bias.fill_(-10.0)
+        generator.colour_head.bias[red], generator.colour_head.bias[blue] = 4.0, 3.0
+    export_generator(tmp_path, generator.state_dict(), to_dict(cfg), 1, {}, "off", "head")
+    model = Colorizer.load(tmp_path, device="cpu")
+    art = Image.fromarray(boxes(48, 80)[0])
+    found = model.suggest(art, x=20, y=30, count=3)
+    assert 1 <= len(found) <= 3 and all(c.startswith("#") and len(c) == 7 for c, _ in found)
+    assert found[0][1] == pytest.approx(np.exp(4) / (np.exp(4) + np.exp(3)), abs=0.02)
+    assert [p for _, p in found] == sorted((p for _, p in found), reverse=True)
+    top = torch.tensor([int(found[0][0][i: i + 2], 16) for i in (1, 3, 5)], dtype=torch.float32)
+    assert cb.to_lab(top.reshape(1, 3, 1, 1) / 127.5 - 1)[0, 1, 0, 0] > 30  # red's a*
+    with pytest.raises(ValueError, match="outside"):
+        model.suggest(art, x=80, y=10)
+    plain = tmp_path / "plain"
+    plain_cfg = load_config(overrides=["--model.depth=3", "--model.base_channels=8", "--data.size=64"])
+    export_generator(plain, build_generator(plain_cfg.model).state_dict(), to_dict(plain_cfg), 1, {}, "off", "p")
+    with pytest.raises(ValueError, match="no colour head"):
+        Colorizer.load(plain, device="cpu").suggest(art, 1, 1)

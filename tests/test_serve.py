@@ -369,3 +369,27 @@ def test_attribution_follows_the_openmoji_drawings(tmp_path):
     facts = serve.model_facts(own_data, examples_shown=True)
     assert f"**Training data:** {serve.ATTRIBUTION} (https://openmoji.org) · Noto Emoji by Google Inc" in facts
     assert "**Examples:**" not in facts  # the credit above covers them
+
+
+def test_suggest_colours_endpoint(app, files, tmp_path):
+    """/suggest_colours: the colour head's likeliest colours at a point; a model without one says so."""
+    from gradio_client import Client, handle_file
+
+    with pytest.raises(Exception, match="no colour head"):
+        app["client"].predict(handle_file(str(files["line"])), 30, 50, api_name="/suggest_colours")
+    cfg = load_config(overrides=TINY + ["--model.colour_head=true", "--loss.colour_classes=1"])
+    torch.manual_seed(0)
+    export = export_generator(tmp_path / "head", build_generator(cfg.model).state_dict(), to_dict(cfg), step=1,
+                              metrics={}, perceptual="random", run_name="head")
+    demo = serve.build_demo(Colorizer.load(export, max_pixels=MAX_PIXELS))
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, quiet=True, show_error=True, server_name="127.0.0.1", server_port=port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        found = client.predict(handle_file(str(files["line"])), 30, 50, count=4, api_name="/suggest_colours")
+        assert 1 <= len(found) <= 4 and all(len(s["colour"]) == 7 and 0 < s["probability"] <= 1 for s in found)
+        assert [s["probability"] for s in found] == sorted((s["probability"] for s in found), reverse=True)
+        with pytest.raises(Exception, match="outside"):
+            client.predict(handle_file(str(files["line"])), 500, 50, api_name="/suggest_colours")
+    finally:
+        demo.close()
