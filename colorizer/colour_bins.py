@@ -26,6 +26,7 @@ output (which hints and the composite already use) keeps saying how light.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,7 +48,7 @@ FREQUENCY_MAX_SIDE = 64  # images are counted at most at this side (a frequency,
 @lru_cache(maxsize=1)
 def _bins() -> torch.Tensor:
     levels = torch.linspace(0, 1, 64)
-    rgb = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij")).reshape(3, 1, -1)  # every sRGB colour, 64 levels
+    rgb = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij")).reshape(3, 1, -1)  # sRGB, 64 levels
     ab = kornia.color.rgb_to_lab(rgb[None])[0, 1:].reshape(2, -1)  # (2, 262144)
     cell = torch.round(ab / AB_STEP).clamp(-AB_LIMIT // AB_STEP, AB_LIMIT // AB_STEP) * AB_STEP
     return torch.unique(cell.T, dim=0).contiguous()  # the cells some sRGB colour falls in, sorted
@@ -118,8 +119,10 @@ def folder_frequencies(root, records: list) -> torch.Tensor:
             image.thumbnail((FREQUENCY_MAX_SIDE, FREQUENCY_MAX_SIDE), Image.Resampling.BOX)
             rgb = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
         counts += torch.bincount(bin_index(rgb).flatten(), minlength=len(BINS)).double()
-    try:
-        path.write_text(json.dumps({"key": key, "counts": counts.tolist()}))
+    try:  # through a file of this process's own, renamed into place: DDP ranks may count at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "counts": counts.tolist()}))
+        os.replace(tmp, path)
     except OSError:
         pass  # a read-only folder: counted again next time
     return counts

@@ -329,9 +329,10 @@ def validate(cfg: Any) -> None:
     if cfg.train.steps < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.steps and train.batch_size must be >= 1")
     if (cfg.loss.colour_classes > 0) != bool(cfg.model.colour_head):
-        raise ConfigError(f"loss.colour_classes={cfg.loss.colour_classes} and model.colour_head={cfg.model.colour_head}: "
-                          f"the colour head trains only with its loss, and the loss needs the head; set both "
-                          f"(--model.colour_head=true --loss.colour_classes=1) or neither")
+        raise ConfigError(f"loss.colour_classes={cfg.loss.colour_classes} and "
+                          f"model.colour_head={cfg.model.colour_head}: the colour head trains only with its loss, "
+                          f"and the loss needs the head; set both (--model.colour_head=true "
+                          f"--loss.colour_classes=1) or neither")
     if cfg.train.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints must be >= 0")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:

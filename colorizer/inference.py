@@ -254,8 +254,8 @@ class Colorizer:
             raise ModelLoadError(f"the generator weights in {stored.source} do not match its config "
                                  f"({config.model.generator}, depth {config.model.depth}): {details}") from None
         metrics = {str(k): float(v) for k, v in stored.metrics.items() if isinstance(v, (int, float, torch.Tensor))}
-        model = cls(decoded(generator.float(), config.model), config, step=stored.step, metrics=metrics, run_name=stored.run_name,
-                    source=stored.source, max_pixels=max_pixels, device=device)
+        model = cls(decoded(generator.float(), config.model), config, step=stored.step, metrics=metrics,
+                    run_name=stored.run_name, source=stored.source, max_pixels=max_pixels, device=device)
         model.notes = {str(k): v for k, v in notes.items()}
         return model
 

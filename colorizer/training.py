@@ -340,7 +340,8 @@ def run_validation(cfg, parts: Parts, roots: list, state: TrainState, monitor, d
     improved = False
     if dist.is_main:
         # a colour head's model is validated as it is shown: its annealed-mean colours
-        state.metrics = validate(cfg, decoded(parts.ema.module.eval(), cfg.model), roots, parts.device, parts.autocast)
+        generator = decoded(parts.ema.module.eval(), cfg.model)
+        state.metrics = validate(cfg, generator, roots, parts.device, parts.autocast)
         monitor.log(state.metrics, state.step)
         value = state.metrics.get(cfg.train.best_metric)
         improved = value is not None and not math.isnan(value) and (

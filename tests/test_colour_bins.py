@@ -116,7 +116,7 @@ def test_head_and_loss_come_together():
 
 def test_the_step_trains_the_head_on_one_batch():
     torch.manual_seed(0)
-    cfg = tiny("--data.root=nowhere", "--loss.gan_weight=0", "--loss.recon_weight=1")  # no prepared folder: uniform weights
+    cfg = tiny("--data.root=nowhere", "--loss.gan_weight=0", "--loss.recon_weight=1")  # no folder: uniform weights
     parts = build_parts(cfg, CPU)
     assert torch.equal(parts.colour_weights, torch.ones(cb.bin_count()))
     line = -torch.ones(2, 1, 16, 24)
@@ -159,7 +159,8 @@ def test_the_vote_fills_each_shape_with_its_bin_keeps_the_paper_and_lets_paint_w
     filled = flat_fill(colour, line, log_probs=log_probs)
     assert filled.shape == (3, 40, 60)
     lab = cb.to_lab(filled[None])[0]
-    assert (lab[1:, 20, 15] - cb.BINS[red]).abs().max() < 8 and abs(lab[0, 20, 15] - cb.to_lab(colour[None])[0, 0, 20, 15]) < 3
+    assert (lab[1:, 20, 15] - cb.BINS[red]).abs().max() < 8  # the left box votes red ...
+    assert abs(lab[0, 20, 15] - cb.to_lab(colour[None])[0, 0, 20, 15]) < 3  # ... at the grey's lightness
     assert lab[2, 20, 45] < -40  # blue-ish: its bin's hue, at the grey's lightness (clipped to sRGB)
     assert torch.equal(filled[:, 1, 1], torch.ones(3))  # paper stays paper
     without = flat_fill(colour, line)  # no log-probabilities: the median, grey

@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     run.add_argument("--work", type=Path, default=ROOT, help="the folder holding data/ and runs/")
     run.add_argument("--kit", type=Path, default=KIT)
     run.add_argument("--size", type=int, default=256)
-    run.add_argument("--steps", type=int, default=0, help="training steps (0: planned from the bench and the time left)")
+    run.add_argument("--steps", type=int, default=0,
+                     help="training steps (0: planned from the bench and the time left)")
     run.add_argument("--dry-run", action="store_true", help="every step shrunk, on the CPU: proves the chain")
     args = parser.parse_args(argv)
     if args.command == "pack":
@@ -211,7 +212,8 @@ class Window:
         common = ["--out", str(root), "--size", str(self.size), "--workers", str(workers), "--overwrite"]
         if name == "openmoji":
             return [sys.executable, "-m", "data_prep", "openmoji", *common,
-                    *(["--svg-dir", str(self.svg_dir)] if self.svg_dir else []), *(["--limit", "40"] if self.dry else [])]
+                    *(["--svg-dir", str(self.svg_dir)] if self.svg_dir else []),
+                    *(["--limit", "40"] if self.dry else [])]
         cache = self.args.kit / NPM_DIR
         if not any(cache.glob(f"iconify-json-{name}-*.tgz")):
             return None  # not packed: without a registry it cannot be fetched there
@@ -231,7 +233,8 @@ class Window:
                                         str(max(1, round(cores * pairs[n] / sum(pairs.values()))))] for n in ready},
                                    "data.log", max(5.0, self.bound("data") * 0.4)) if ready else {})
         self.ready = [n for n in ready if codes.get(n, 0) == 0]
-        note = (f"ready: {', '.join(self.ready) or 'none'}; reused: {', '.join(sorted(set(roots) - set(todo))) or 'none'}"
+        reused = sorted(set(roots) - set(todo))
+        note = (f"ready: {', '.join(self.ready) or 'none'}; reused: {', '.join(reused) or 'none'}"
                 + (f"; not packed: {', '.join(missing)}" if missing else "")
                 + "".join(f"; {n} exited {c}" for n, c in codes.items() if c != 0))
         if "openmoji" not in self.ready:
@@ -275,8 +278,9 @@ class Window:
         if code != 0:
             return ("timeout" if code == -1 else "failed"), f"colorizer.bench exited {code} (bench.log)"
         result = json.loads((self.out / "bench.json").read_text())
-        self.record["bench"] = {k: result.get(k) for k in ("device", "default_precision", "default_batch",
-                                                            "speedup_defaults_vs_baseline", "speedup_default_vs_reference")}
+        keys = ("device", "default_precision", "default_batch", "speedup_defaults_vs_baseline",
+                "speedup_default_vs_reference")
+        self.record["bench"] = {k: result.get(k) for k in keys}
         rows = result.get("compared", {})
         return "ok", ", ".join(f"{k} {v['images_per_s']:.0f} images/s" for k, v in rows.items())
 
@@ -365,7 +369,8 @@ class Window:
         size = (target / EXPORT_WEIGHTS).stat().st_size
         self.record["export"] = {"bytes": size, "step": stored.step}
         if size > RETURN_LIMIT:
-            return "failed", f"{target / EXPORT_WEIGHTS} is {size / 2**20:.1f} MiB: over the {RETURN_LIMIT / 2**20:.0f} MiB a call returns"
+            return "failed", (f"{target / EXPORT_WEIGHTS} is {size / 2**20:.1f} MiB: over the "
+                              f"{RETURN_LIMIT / 2**20:.0f} MiB a call returns")
         return "ok", f"fp16, {size / 2**20:.1f} MiB, step {stored.step}"
 
 
