@@ -184,9 +184,9 @@ class AnnealedMean(nn.Module):
         return (image, head) if logits else image
 
 
-def decoded(generator: nn.Module, model_cfg, temperature: float = TEMPERATURE) -> nn.Module:
+def decoded(generator: nn.Module, model_cfg) -> nn.Module:
     """``generator`` as its colours are shown: through ``AnnealedMean`` when it has a colour head."""
-    return AnnealedMean(generator, temperature) if model_cfg.colour_head else generator
+    return AnnealedMean(generator) if model_cfg.colour_head else generator
 
 
 def region_votes(log_probs: torch.Tensor, labels: np.ndarray, count: int) -> tuple:

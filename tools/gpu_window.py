@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,14 +42,14 @@ import tarfile
 import time
 from pathlib import Path
 
+import yaml  # on the GPU image too
+
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT / ".window"  # what `pack` writes and a window call carries (git-ignored)
 WHEELS, SVG_ARCHIVE, NPM_DIR = "wheels", "openmoji-svg.tar.xz", "npm"
 RECIPE = ROOT / "experiments" / "window.yaml"
 RUN_NAME, PLAN_FILE = "window", "window_plan.json"
-# The mix, as experiments/window.yaml trains it: (source, share). Iconify sets are capped as elsewhere.
-SOURCES = (("openmoji", 0.55), ("fluent-emoji-flat", 0.18), ("noto", 0.18), ("flat-color-icons", 0.09))
-ICONIFY_LIMIT = 1500
+ICONIFY_LIMIT = 1500  # Iconify sets are capped as elsewhere (experiments/guess_first.yaml's data)
 # What the GPU image lacks of requirements.txt for data preparation and training (the device tool's
 # KINDS.md lists the image's packages); versions are this machine's, so the tested set travels.
 DEVICE_MISSING = ("omegaconf", "kornia", "kornia_rs", "resvg-py", "imagehash", "PyWavelets", "hintauc",
@@ -85,6 +84,18 @@ def main(argv=None) -> int:
     return Window(args).run()
 
 
+def recipe() -> dict:
+    """experiments/window.yaml as a plain dict: the one owner of the mix and the batch."""
+    return yaml.safe_load(RECIPE.read_text())
+
+
+def sources() -> list:
+    """[(source name, share)] of the recipe's mix: each data.root folder's name without its size."""
+    data = recipe()["data"]
+    return [(Path(root).name.removesuffix(str(data["size"])), share)
+            for root, share in zip(data["root"], data["shares"])]
+
+
 # ---- here, before a window ----------------------------------------------------------------------
 
 def pack_kit(kit: Path) -> int:
@@ -105,8 +116,9 @@ def pack_kit(kit: Path) -> int:
     with tarfile.open(kit / SVG_ARCHIVE, "w:xz") as tar:
         for path in svg_files():
             tar.add(path, arcname=path.name)
-    for name, _ in SOURCES[1:]:
-        fetch(name, kit / NPM_DIR)
+    for name, _ in sources():
+        if name != "openmoji":
+            fetch(name, kit / NPM_DIR)
     tracked = sum(p.stat().st_size for p in map(ROOT.joinpath, git_files()) if p.is_file())
     kit_size = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
     print(f"{kit}: {kit_size / 2**20:.1f} MiB ({', '.join(pins)}); with the tracked tree "
@@ -170,9 +182,9 @@ class Window:
         """Seconds step ``name`` may take: its budget, scaled with a shorter window, never past the end."""
         return max(5.0, min(BUDGET[name] * min(1.0, self.args.minutes / 9.5), self.left() - 10))
 
-    def call(self, command: list, log: str, timeout: float, append: bool = False) -> int:
+    def call(self, command: list, log: str, timeout: float) -> int:
         """Run ``command`` in the project root, output into $OUT/``log``; -1 when it ran past ``timeout``."""
-        with open(self.out / log, "a" if append else "w") as sink:
+        with open(self.out / log, "w") as sink:
             sink.write(f"$ {' '.join(map(str, command))}\n")
             sink.flush()
             try:
@@ -206,7 +218,7 @@ class Window:
 
     # ---- 2. data ----------------------------------------------------------------------------------
     def roots(self) -> dict:
-        return {name: self.work / "data" / f"{name}{self.size}" for name, _ in SOURCES}
+        return {name: self.work / "data" / f"{name}{self.size}" for name, _ in sources()}
 
     def prepare_command(self, name: str, root: Path, workers: int) -> list | None:
         common = ["--out", str(root), "--size", str(self.size), "--workers", str(workers), "--overwrite"]
@@ -239,7 +251,7 @@ class Window:
                 + "".join(f"; {n} exited {c}" for n, c in codes.items() if c != 0))
         if "openmoji" not in self.ready:
             return "failed", note
-        return ("ok" if len(self.ready) == len(SOURCES) or self.dry else "partial"), note
+        return ("ok" if len(self.ready) == len(roots) or self.dry else "partial"), note
 
     def parallel(self, commands: dict, log: str, timeout: float) -> dict:
         """{name: exit code} of ``commands`` run at once (-1: killed at ``timeout``)."""
@@ -296,7 +308,7 @@ class Window:
         if self.dry:
             return 3, "dry run"
         bench = self.out / "bench.json"
-        batch = 16  # experiments/window.yaml
+        batch = recipe()["train"]["batch_size"]
         if bench.is_file():
             row = json.loads(bench.read_text())["compared"]["defaults"]
             per_s = row["images_per_s"] / batch
@@ -315,7 +327,7 @@ class Window:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / PLAN_FILE).write_text(json.dumps({"steps": steps, "why": why}))
         roots = self.roots()
-        shares = [share for name, share in SOURCES if name in self.ready]
+        shares = [share for name, share in sources() if name in self.ready]
         command = [sys.executable, "train.py", str(RECIPE), f"--train.steps={steps}", "--train.resume=auto",
                    f"--train.out_dir={self.work / 'runs'}", f"--train.name={RUN_NAME}", f"--data.size={self.size}",
                    f"--data.root=[{','.join(str(roots[n]) for n in self.ready)}]",
