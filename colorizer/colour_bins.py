@@ -66,12 +66,29 @@ def to_lab(colour: torch.Tensor) -> torch.Tensor:
     return kornia.color.rgb_to_lab(((colour.float() + 1) / 2).clamp(0, 1))
 
 
+@lru_cache(maxsize=1)
+def _cell_lut() -> torch.Tensor:
+    """(S * S,) int64: the index in BINS of each grid cell (S = 2 * AB_LIMIT / AB_STEP + 1 per axis), -1
+    for a cell no sRGB colour falls in."""
+    side = 2 * AB_LIMIT // AB_STEP + 1
+    cells = (BINS / AB_STEP).round().long() + AB_LIMIT // AB_STEP  # (Q, 2) in [0, side)
+    lut = torch.full((side * side,), -1, dtype=torch.int64)
+    lut[cells[:, 0] * side + cells[:, 1]] = torch.arange(len(BINS))
+    return lut
+
+
 def bin_index(colour: torch.Tensor) -> torch.Tensor:
-    """colour (B, 3, h, w) in [-1, 1] -> (B, h, w) int64: the nearest bin of each pixel's ab."""
+    """colour (B, 3, h, w) in [-1, 1] -> (B, h, w) int64: the nearest bin of each pixel's ab. The bins
+    lie on a grid, so the nearest is the pixel's rounded cell, looked up; only a pixel whose cell is
+    not a bin is searched for (a training step bins ~150 k pixels: a search for all took 0.4 s)."""
     ab = to_lab(colour)[:, 1:]  # (B, 2, h, w)
-    bins = BINS.to(colour.device)
     flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (N, 2)
-    nearest = torch.cdist(flat, bins).argmin(1)  # (N,)
+    limit, side = AB_LIMIT // AB_STEP, 2 * AB_LIMIT // AB_STEP + 1
+    cell = (flat / AB_STEP).round().clamp(-limit, limit).long() + limit  # (N, 2) in [0, side)
+    nearest = _cell_lut().to(colour.device)[cell[:, 0] * side + cell[:, 1]]  # (N,), -1 off the bins
+    missing = nearest < 0
+    if bool(missing.any()):
+        nearest[missing] = torch.cdist(flat[missing], BINS.to(colour.device)).argmin(1)
     return nearest.reshape(ab.shape[0], *ab.shape[2:])
 
 

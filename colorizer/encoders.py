@@ -66,7 +66,7 @@ class EfficientUNet(nn.Module):
             self.ups.append(Up(cin, widths[max(i - 1, 0)], cfg.norm, cfg.upsample, dropout))
             cin = widths[max(i - 1, 0)] + (FEATURE_CHANNELS[i - 1] if i else in_channels + self.pad)
         self.head = nn.Conv2d(cin, 3, 3, padding=1)
-        self.colour_head = colour_head(cin, cfg)  # model.colour_head: at full size here
+        self.colour_head = colour_head(cin, cfg)  # model.colour_head: at half size, as in UNet (Zhang 2016: a quarter)
 
     def load_pretrained(self) -> None:
         """The ImageNet weights into the encoder, the stem adapted as the class says."""
@@ -82,7 +82,8 @@ class EfficientUNet(nn.Module):
     def forward(self, line, spatial_hint, palette, palette_keep, logits: bool = False):
         """As ``UNet.forward``: line (B, 1, H, W) in [-1, 1]; spatial_hint (B, 4, H, W); palette (B, K, 3)
         in [-1, 1]; palette_keep (B, K) in {0, 1} -> (B, 3, H, W) in [-1, 1], and with ``logits`` the
-        colour head's (B, Q, H, W). H, W divisible by 32."""
+        colour head's (B, Q, H/2, W/2) (at full size, its 1x1 conv and cross-entropy cost more than the
+        rest of a step on CPU). H, W divisible by 32."""
         check_divisible(line, self.depth)
         x = pad_channels(torch.cat([EfficientNetLite0.normalise(line).to(line.dtype),
                                     spatial_hint.to(line.dtype)], 1), self.pad)  # (B, 5, H, W); 8 if padded
@@ -94,7 +95,7 @@ class EfficientUNet(nn.Module):
             x = up(x)  # (B, C, 2x the previous H and W), >= 0
             x = torch.cat([x, skips.pop()], 1)  # skip connection
         image = torch.tanh(self.head(x))  # (B, 3, H, W) in [-1, 1]
-        return (image, head_logits(self.colour_head, x)) if logits else image
+        return (image, head_logits(self.colour_head, F.avg_pool2d(x, 2))) if logits else image
 
 
 class LineFeatures(nn.Module):

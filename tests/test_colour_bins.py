@@ -31,6 +31,24 @@ def test_bins_cover_the_srgb_gamut_on_a_grid():
         assert (chosen - ab).abs().max() <= cb.AB_STEP / 2 + 1e-3  # its own cell, so the cell is in the set
 
 
+def test_bin_index_is_the_nearest_bin_of_every_colour():
+    levels = torch.linspace(-1, 1, 24)
+    grid = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij")).reshape(1, 3, 24 * 24, 24)
+    ab = cb.to_lab(grid)[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2)
+    distance = torch.cdist(ab, cb.BINS)  # (N, Q): the exhaustive search
+    chosen = distance.gather(1, cb.bin_index(grid).reshape(-1, 1))[:, 0]
+    assert torch.allclose(chosen, distance.min(1).values, atol=1e-4)  # nearest (a tie may pick either)
+
+
+def test_bin_index_searches_where_the_cell_lookup_has_no_bin(monkeypatch):
+    red = solid((255, 0, 0), 2, 3)
+    expected = cb.bin_index(red)
+    holed = cb._cell_lut().clone()
+    holed[holed == int(expected[0, 0, 0])] = -1  # as if red's cell held no sRGB colour
+    monkeypatch.setattr(cb, "_cell_lut", lambda: holed)
+    assert torch.equal(cb.bin_index(red), expected)  # the search finds the same nearest bin
+
+
 def test_bin_index_keeps_the_layout_of_a_non_square_image():
     image = torch.cat([solid((255, 0, 0), 5, 4), solid((0, 0, 255), 5, 3)], 3)  # (1, 3, 5, 7): red | blue
     index = cb.bin_index(image)
@@ -93,14 +111,14 @@ def tiny(*extra):
                                   "--loss.colour_classes=1", "--train.lr_g=2e-3", *extra])
 
 
-@pytest.mark.parametrize("generator,scale", [("unet", 2), ("efficientnet_unet", 1)])
-def test_generators_give_logits_over_the_bins_on_non_square_input(generator, scale):
+@pytest.mark.parametrize("generator", ["unet", "efficientnet_unet"])
+def test_generators_give_logits_over_the_bins_on_non_square_input(generator):
     cfg = tiny(f"--model.generator={generator}", *(["--model.depth=5"] if generator != "unet" else []))
     model = build_generator(cfg.model)
     h, w = (32, 64)
     args = (torch.zeros(2, 1, h, w), torch.zeros(2, 4, h, w), torch.zeros(2, 8, 3), torch.zeros(2, 8))
     image, logits = model(*args, logits=True)
-    assert image.shape == (2, 3, h, w) and logits.shape == (2, cb.bin_count(), h // scale, w // scale)
+    assert image.shape == (2, 3, h, w) and logits.shape == (2, cb.bin_count(), h // 2, w // 2)
     assert torch.equal(model(*args), image)  # without the flag, the image alone, as before
     plain = build_generator(load_config(overrides=["--model.depth=3", "--model.base_channels=8"]).model)
     with pytest.raises(ValueError, match="colour_head"):
