@@ -39,7 +39,7 @@ from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
 from .images import to_array, to_pil, to_signed
 from .inference import Colorizer, ModelLoadError
 from .metrics import hint_error, image_metrics, line_error
-from .shapes import SUM_KEYS, batch_shape_sums, shape_ratios
+from .shapes import SUM_KEYS, batch_shape_sums, merge_sums, shape_ratios
 from .visualize import save_grid
 
 PATCH_COUNTS = (0, 1, 2, 5, 10, 20, 50)  # the hint curve: the interactive-colorization protocol
@@ -346,10 +346,16 @@ def full_resolution(model: Colorizer, root: Path, split: str, size: int, max_ite
                 values = {**image_metrics(pred, color, region), "line_error": line_error(pred, line)}
                 for metric, value in values.items():
                     acc.add(f"{name}/{count}/{metric}", value)
+                acc.add_shapes(f"{name}/{count}", pred, color)
+        if "flat" in paths:  # how much of the shape area one colour per closed region cannot get right
+            for key, value in merge_sums(np.asarray(drawing), to_array(color[0])).items():
+                acc.add(f"merge/{key}", torch.tensor([value], dtype=torch.float64))
+    merged = acc.mean("merge/merged_area") / acc.mean("merge/shape_area") if "flat" in paths else None
     return {"size": [size, size], "items": len(dataset), "placement": PLACEMENT, "seed": seed,
-            "working_size": list(working),
+            "working_size": list(working), "flat_merged_share": merged,
             "rows": [{"path": name, "patches": count,
-                      **{metric: acc.mean(f"{name}/{count}/{metric}") for metric in METRICS + ("line_error",)}}
+                      **{metric: acc.mean(f"{name}/{count}/{metric}") for metric in METRICS + ("line_error",)},
+                      **acc.shapes(f"{name}/{count}")}
                      for count in patches for name in paths]}
 
 
@@ -436,11 +442,14 @@ def full_resolution_markdown(result: dict) -> str:
     """The full-resolution table: one row per path and hint count."""
     lines = [f"Full resolution, {result['items']} images at {result['size'][0]}x{result['size'][1]} "
              f"(working size {result['working_size'][0]}x{result['working_size'][1]}):", "",
-             "| path | hint patches | PSNR | PSNR colour | SSIM | SSIM colour | line error |",
-             "|---|---|---|---|---|---|---|"]
+             "| path | hint patches | PSNR | PSNR colour | SSIM | SSIM colour | line error | shape accuracy | "
+             "colourfulness |", "|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         lines.append(f"| {row['path']} | {row['patches']} | "
-                     + " | ".join(fmt(row[k]) for k in METRICS + ("line_error",)) + " |")
+                     + " | ".join(fmt(row[k]) for k in METRICS + ("line_error",) + SHAPE_METRICS) + " |")
+    if result.get("flat_merged_share") is not None:
+        lines += ["", f"Merged share: {fmt(result['flat_merged_share'])} of the shape area shares its closed region "
+                      "with a larger shape of another colour (a flat fill's shape accuracy is at most 1 minus it)."]
     return "\n".join(lines)
 
 

@@ -15,6 +15,12 @@ two numbers cannot be passed by a grey fill:
 
 Both are summed per image (``shape_sums``) so that a set's number is a ratio of sums, which the
 protocol's ``Accumulator`` gives as a ratio of means (every image adds to both).
+
+- **Merged share** (``merge_sums``), a property of the drawings, not of a model: the share of the
+  shape area that one colour per closed region of the line art (``fills.flat_fill``, the per-shape
+  vote) cannot get right, because the shape shares its region with a larger shape of another colour
+  (colours drawn side by side with no line between them). A flat fill's shape accuracy is at most
+  one minus it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from scipy import ndimage
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.measure import label
 
+from .fills import ink_mask, region_grid, regions
 from .hints import WHITE_LEVEL
 from .images import to_array
 
@@ -34,6 +41,7 @@ HIT_DELTA_E = 15.0  # CIEDE2000 within which a shape's predicted colour is a hit
 # The per-image sums; a set's shape accuracy is hit_area / shape_area, its colourfulness ratio
 # colourfulness_pred / colourfulness_target (shape_ratios).
 SUM_KEYS = ("shape_hit_area", "shape_area", "colourfulness_pred", "colourfulness_target")
+MERGE_KEYS = ("merged_area", "shape_area")  # merge_sums; a set's merged share is their ratio
 
 
 def target_shapes(target: np.ndarray) -> tuple:
@@ -88,6 +96,36 @@ def shape_sums(pred: np.ndarray, target: np.ndarray) -> dict:
     shaped = labels > 0
     return {"shape_hit_area": float(areas[distance <= HIT_DELTA_E].sum()), "shape_area": float(areas.sum()),
             "colourfulness_pred": colourfulness(pred[shaped]), "colourfulness_target": colourfulness(target[shaped])}
+
+
+def merge_sums(line: np.ndarray, target: np.ndarray) -> dict:
+    """One drawing's MERGE_KEYS: line (H, W) uint8 (255 paper, 0 ink), target (H, W, 3) uint8. Each kept
+    shape belongs to the fill region (``fills.regions``) most of its pixels fall in; it is merged when
+    a larger shape of the same region differs from its colour by more than CIEDE2000 HIT_DELTA_E.
+    Areas in pixels; a shape entirely under ink belongs to no region and is never merged."""
+    if line.shape != target.shape[:2]:
+        raise ValueError(f"line art {line.shape} and target {target.shape} differ in size")
+    labels, colours = target_shapes(target)
+    if len(colours) == 0:
+        return dict.fromkeys(MERGE_KEYS, 0.0)
+    grid = region_grid(*line.shape)
+    fill, count = regions(ink_mask(line, grid))
+    rows = (np.arange(line.shape[0]) * grid[0] // line.shape[0])[:, None]
+    cols = (np.arange(line.shape[1]) * grid[1] // line.shape[1])[None, :]
+    fill = fill[rows, cols]  # (H, W): the fill regions at the target's size, sampled nearest
+    shapes = len(colours) + 1
+    both = (labels > 0) & (fill > 0)
+    overlap = np.bincount(labels[both] * (count + 1) + fill[both], minlength=shapes * (count + 1))
+    overlap = overlap.reshape(shapes, count + 1)[1:]  # (N, regions + 1): a shape's pixels in each region
+    region = np.where(overlap.max(1) > 0, overlap.argmax(1), 0)  # (N,), 0 = under ink
+    areas = np.bincount(labels.ravel(), minlength=shapes)[1:].astype(np.float64)  # (N,)
+    lab = rgb2lab(colours.reshape(-1, 1, 3) / 255.0)[:, 0]  # (N, 3)
+    merged = np.zeros(len(colours), bool)
+    for r in np.unique(region[region > 0]):
+        members = np.flatnonzero(region == r)
+        largest = members[np.argmax(areas[members])]
+        merged[members] = deltaE_ciede2000(lab[members], lab[largest][None]) > HIT_DELTA_E
+    return {"merged_area": float(areas[merged].sum()), "shape_area": float(areas.sum())}
 
 
 def batch_shape_sums(pred: torch.Tensor, target: torch.Tensor) -> dict:

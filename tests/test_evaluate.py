@@ -164,6 +164,8 @@ def test_full_resolution_paths_and_line_fidelity(tmp_path, capsys):
     assert rows["flat", 0]["psnr_color"] != rows["composite", 0]["psnr_color"]
     assert rows["composite", 10]["psnr_color"] != rows["composite", 0]["psnr_color"]  # the hints reached the model
     assert all(math.isfinite(row[k]) for row in rows.values() for k in ev.METRICS + ("line_error",))
+    assert all(0 <= row["shape_accuracy"] <= 1 and row["colourfulness"] >= 0 for row in rows.values())
+    assert 0 <= result["flat_merged_share"] < 1  # OpenMoji draws some colours side by side without a line
     again = ev.full_resolution(model, data, "train", 64, max_items=6, paths=("flat",), progress=False)
     assert [r for r in again["rows"]] == [rows["flat", 0], rows["flat", 10]]  # seeded per image: the same hints
     with pytest.raises(ValueError, match=r"prepared at 64 px, smaller than --size 128.*--size 128"):
@@ -182,7 +184,8 @@ def test_full_resolution_paths_and_line_fidelity(tmp_path, capsys):
                     "--out", str(tmp_path / "o.json")]) == 0
     only = json.loads((tmp_path / "o.json").read_text())
     assert "modes" not in only and [r["path"] for r in only["full_resolution"]["rows"]] == ["composite", "flat"] * 2
-    assert "| flat | 10 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| flat | 10 |" in printed and "Merged share: " in printed
 
 
 def test_command_line_names_a_missing_dataset(tmp_path, capsys):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from colorizer.images import to_signed
-from colorizer.shapes import batch_shape_sums, colourfulness, shape_ratios, shape_sums, target_shapes
+from colorizer.shapes import batch_shape_sums, colourfulness, merge_sums, shape_ratios, shape_sums, target_shapes
 
 RED, BLUE, YELLOW, GREY, WHITE, BLACK = (220, 40, 40), (40, 60, 220), (250, 220, 40), (128, 128, 128), \
     (255, 255, 255), (0, 0, 0)
@@ -114,3 +114,23 @@ def test_batch_sums_take_signed_tensors_and_sum_to_the_set_ratio():
     assert all(v.shape == (2,) for v in sums.values())
     total = {key: value.sum().item() for key, value in sums.items()}
     assert shape_ratios(total)["shape_accuracy"] == pytest.approx((2 * red_area + blue_area) / (2 * (red_area + blue_area)))
+
+
+def line_of(image: np.ndarray) -> np.ndarray:
+    """The drawing's line art: (H, W) uint8, 0 on its black outline, 255 elsewhere."""
+    return np.where(image.sum(-1) == 0, 0, 255).astype(np.uint8)
+
+
+def test_merged_share_counts_the_smaller_colour_of_a_region_drawn_without_a_line_between():
+    image, red_area, blue_area = drawing()
+    assert merge_sums(line_of(image), image) == {"merged_area": 0.0, "shape_area": float(red_area + blue_area)}
+    image[7:33, 7:19] = YELLOW  # a yellow strip beside the red, inside the red box's outline: 26 x 12
+    result = merge_sums(line_of(image), image)
+    assert result == {"merged_area": 26.0 * 12, "shape_area": float(red_area + blue_area)}
+    image[7:33, 19] = BLACK  # a line between them: two regions, nothing merged
+    assert merge_sums(line_of(image), image)["merged_area"] == 0.0
+    image[7:33, 7:19] = (222, 42, 38)  # the same colour as its neighbour (within HIT_DELTA_E) is no merge either
+    image[7:33, 19] = RED
+    assert merge_sums(line_of(image), image)["merged_area"] == 0.0
+    with pytest.raises(ValueError, match="differ in size"):
+        merge_sums(line_of(image)[:, :80], image)
