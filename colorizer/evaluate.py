@@ -54,6 +54,7 @@ FULL_RES_PATHS = {
     "composite": {"resolution": "model", "composite": True},  # colour enlarged, the drawing's lines over it
     "native": {"resolution": "native", "composite": True},  # the network at the drawing's size, lines over it
     "flat": {"resolution": "model", "composite": True, "fill": True},  # composite, one colour per closed region
+    "split": {"resolution": "model", "composite": True, "fill": "split"},  # flat, regions cut by the head's modes
 }
 FULL_RES_PATCHES = (0, MODE_PATCHES)  # hint patches the full-resolution table is reported at
 
@@ -347,7 +348,7 @@ def full_resolution(model: Colorizer, root: Path, split: str, size: int, max_ite
                 for metric, value in values.items():
                     acc.add(f"{name}/{count}/{metric}", value)
                 acc.add_shapes(f"{name}/{count}", pred, color)
-        if "flat" in paths:  # how much of the shape area one colour per closed region cannot get right
+        if "flat" in paths:  # how much of the shape area one colour per closed region cannot get right (uncut)
             for key, value in merge_sums(np.asarray(drawing), to_array(color[0])).items():
                 acc.add(f"merge/{key}", torch.tensor([value], dtype=torch.float64))
     merged = acc.mean("merge/merged_area") / acc.mean("merge/shape_area") if "flat" in paths else None
@@ -493,7 +494,8 @@ def main(argv=None) -> int:
                         help="spatial hints as square patches (the protocol) or short strokes, like the demo's brush")
     parser.add_argument("--size", type=int, default=0,
                         help="also colour the split at N x N px through the demo's paths (the network's output "
-                             "enlarged, the composite with the drawing's lines, native resolution, flat fills) and "
+                             "enlarged, the composite with the drawing's lines, native resolution, flat fills, flat fills "
+                             "cut by a colour head's modes) and "
                              "report them with a line-fidelity figure; the folder must be prepared at N px or more")
     parser.add_argument("--size-paths", nargs="+", default=list(FULL_RES_PATHS), choices=list(FULL_RES_PATHS),
                         help="the paths --size compares (default: all)")

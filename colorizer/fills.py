@@ -19,6 +19,10 @@ and gives each one colour:
    pixels' highest summed log-probability (``colour_bins.region_votes``, the model's own vote) at
    the median's lightness, except paper (a median every channel of which is above
    ``composite.PAPER_SNAP``), which stays paper; painted hints still win.
+   With ``split`` as well, a region is first cut where the model's per-pixel modes form clearly
+   separate areas (``split_by_modes``): colours drawn side by side with no line between them
+   (``shapes.merge_sums`` measures how much shape area that is) each get their own vote. Painted
+   regions are not cut.
 3. Every ink pixel takes the colour of the nearest region, so the layer under the lines is flat up
    to each line's middle and the multiplied lines meet one colour on each side.
 
@@ -37,12 +41,15 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from .colour_bins import region_votes, with_ab
+from .colour_bins import BINS, region_votes, with_ab
 from .composite import PAPER_SNAP
 
 FILL_INK = 128  # line value (0-255) below which a pixel is ink when regions are found
 FILL_GAP = 1 / 256  # trapped-ball radius, share of the long side: 1 px at 256 px (closes gaps under 3 px), 4 at 1024
 FILL_MAX_PIXELS = 1024 * 1024  # regions are found at most at this many pixels (the line art scaled down)
+SPLIT_DISTANCE = 30.0  # CIELAB ab: a part's per-pixel mode is at least this far from its region's vote (3 bins)
+SPLIT_MIN_SHARE = 0.1  # a split-off part covers at least this share of its region...
+SPLIT_MIN_FRACTION = 0.002  # ...and of the drawing (the size of shapes.MIN_SHAPE_FRACTION)
 
 
 def region_grid(height: int, width: int, max_pixels: int = FILL_MAX_PIXELS) -> tuple:
@@ -119,13 +126,45 @@ def label_medians(values: np.ndarray, labels: np.ndarray, count: int) -> tuple:
     return medians / 127.5 - 1, sizes > 0
 
 
+def split_by_modes(labels: np.ndarray, count: int, log_probs: torch.Tensor,
+                   keep: np.ndarray | None = None) -> tuple:
+    """Regions cut where the model's per-pixel modes form clearly separate areas. labels (h, w) int,
+    0 on ink, 1..count the regions; log_probs (Q, p, q) over ``colour_bins.BINS``, covering the same
+    drawing at any size; keep (count + 1,) bool: regions not to cut (the painted ones) -> (labels, new
+    count). A part is a 4-connected area of one region whose per-pixel mode lies at least
+    SPLIT_DISTANCE in ab from the region's vote, covering at least SPLIT_MIN_SHARE of the region and
+    SPLIT_MIN_FRACTION of the drawing; each becomes a region of its own, numbered after ``count``."""
+    ab, _ = region_votes(log_probs, labels, count)  # (count + 1, 2) each region's vote
+    p, q = log_probs.shape[-2:]
+    rows = (np.arange(labels.shape[0]) * p // labels.shape[0])[:, None]
+    cols = (np.arange(labels.shape[1]) * q // labels.shape[1])[None, :]
+    mode = log_probs.argmax(0).numpy()[rows, cols]  # (h, w) bin index, sampled nearest
+    far = (labels > 0) & (np.linalg.norm((BINS[mode] - ab[labels]).numpy(), axis=-1) >= SPLIT_DISTANCE)
+    if keep is not None:
+        far &= ~keep[labels]
+    parts, _ = ndimage.label(far)
+    # a part that spans two touching regions is one part in each
+    keys, part_of = np.unique(parts[far].astype(np.int64) * (count + 1) + labels[far], return_inverse=True)
+    sizes = np.bincount(part_of.ravel(), minlength=len(keys))
+    region_sizes = np.bincount(labels.ravel(), minlength=count + 1)[keys % (count + 1)]
+    big = (sizes >= SPLIT_MIN_SHARE * region_sizes) & (sizes >= SPLIT_MIN_FRACTION * labels.size)
+    if not big.any():
+        return labels, count
+    new_label = np.where(big, count + 1 + np.cumsum(big) - 1, 0)[part_of.ravel()]  # per far pixel, 0 = stays
+    out = labels.copy()
+    out[far] = np.where(new_label > 0, new_label, labels[far])
+    return out, count + int(big.sum())
+
+
 def flat_fill(colour: torch.Tensor, line: np.ndarray, hint_colour: np.ndarray | None = None,
               hint_mask: np.ndarray | None = None, gap: float = FILL_GAP,
-              max_pixels: int = FILL_MAX_PIXELS, log_probs: torch.Tensor | None = None) -> torch.Tensor:
+              max_pixels: int = FILL_MAX_PIXELS, log_probs: torch.Tensor | None = None,
+              split: bool = False) -> torch.Tensor:
     """One colour per closed region of ``line``. colour (3, h, w) in [-1, 1] at any size (the flat
     colour at the working size), line (H, W) uint8 at the drawing's size; optional hints (colour
     (a, b, 3) in [0, 1], mask (a, b) bool) at any size; optional ``log_probs`` (Q, p, q) over
-    ``colour_bins.BINS``, covering the same drawing at any size (the vote) -> (3, gh, gw) in [-1, 1] at
+    ``colour_bins.BINS``, covering the same drawing at any size (the vote; with ``split``, regions are
+    first cut by ``split_by_modes``, except the painted ones) -> (3, gh, gw) in [-1, 1] at
     ``region_grid(H, W)``: the region colours, and where there are no regions at all (a drawing
     that is all ink) the colour unchanged."""
     grid = region_grid(*line.shape, max_pixels)
@@ -133,6 +172,12 @@ def flat_fill(colour: torch.Tensor, line: np.ndarray, hint_colour: np.ndarray | 
     labels, count = regions(ink_mask(line, grid), gap)
     if count == 0:
         return colour
+    has_paint = hint_mask is not None and bool(hint_mask.any())
+    if has_paint:  # the hint mask at the region grid
+        mask = np.asarray(Image.fromarray(hint_mask).resize((grid[1], grid[0]), Image.Resampling.NEAREST))
+    if split and log_probs is not None:
+        keep = np.bincount(labels[mask], minlength=count + 1) > 0 if has_paint else None
+        labels, count = split_by_modes(labels, count, log_probs.float().cpu(), keep)
     inside = labels > 0
     pixels = colour.permute(1, 2, 0).numpy()[inside]  # (N, 3)
     table, _ = label_medians(pixels, labels[inside], count)
@@ -141,8 +186,8 @@ def flat_fill(colour: torch.Tensor, line: np.ndarray, hint_colour: np.ndarray | 
         voted &= ~((table + 1) / 2 > PAPER_SNAP).all(1)
         recoloured = with_ab(torch.from_numpy(table).T[None, :, :, None], ab.T[None, :, :, None])[0, :, :, 0].T
         table = np.where(voted[:, None], recoloured.numpy(), table).astype(np.float32)
-    if hint_mask is not None and hint_mask.any():
-        mask = np.asarray(Image.fromarray(hint_mask).resize((grid[1], grid[0]), Image.Resampling.NEAREST)) & inside
+    if has_paint:
+        mask = mask & inside
         painted = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(hint_colour[..., c]), "F").resize(
             (grid[1], grid[0]), Image.Resampling.NEAREST)) for c in range(3)], -1)[mask] * 2 - 1  # (M, 3) in [-1, 1]
         hinted, present = label_medians(painted, labels[mask], count)

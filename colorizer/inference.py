@@ -291,13 +291,14 @@ class Colorizer:
 
     # ---------------------------------------------------------------- colouring
     def colorize(self, line_art: ImageSource, hints: Optional[ImageSource] = None, palette=None,
-                 resolution: str = "model", composite: bool = True, fill: bool = False,
+                 resolution: str = "model", composite: bool = True, fill: bool | str = False,
                  propagate: bool = True, tolerance: float = STROKE_TOLERANCE) -> Image.Image:
         """Colour ``line_art``: the RGB image of ``colorize_layers`` (colour with the input's lines
         over it), at the line art's (oriented) size. ``composite=False``: the network's own output,
         its copy of the lines included, enlarged bicubic (the path before compositing existed; the
         full-resolution evaluation compares the two). ``fill``: flat fills, one colour per closed
-        region of the line art (``fills.flat_fill``). ``propagate``: each painted stroke colours the
+        region of the line art (``fills.flat_fill``); ``fill="split"``: a model with a colour head also
+        cuts a region where its per-pixel modes form separate areas (``fills.split_by_modes``). ``propagate``: each painted stroke colours the
         shape it lies in, up to the lines (``strokes.propagate``; the network still sees the strokes
         and guesses the other shapes with them); only with the composite. ``tolerance``: CIE76 ΔE
         from its paint within which a painted pixel keeps the network's colour (``strokes.paint``)."""
@@ -470,7 +471,7 @@ class Colorizer:
         propagate = propagate and hint_mask is not None and bool(hint_mask.any())
         if fill:  # one colour per closed region, at the region grid (at most fills.FILL_MAX_PIXELS)
             colour = flat_fill(colour, lines, *((None, None) if propagate else (request.hint_colour, hint_mask)),
-                               log_probs=log_probs)
+                               log_probs=log_probs, split=fill == "split")
         paint = None
         if propagate:  # the strokes at the region grid, where they colour their shapes
             paint = paint_strokes(colour, lines, *hints_to_arrays(request.hints, region_grid(height, width)),

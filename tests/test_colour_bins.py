@@ -190,6 +190,30 @@ def test_the_vote_fills_each_shape_with_its_bin_keeps_the_paper_and_lets_paint_w
     assert lab[2, 20, 45] == pytest.approx(cb.to_lab(painted[None])[0, 2, 20, 45].item(), abs=0.01)  # the other box votes
 
 
+def test_split_gives_colours_drawn_side_by_side_without_a_line_their_own_vote():
+    from colorizer.fills import flat_fill, split_by_modes
+
+    red, blue, green = (int(cb.bin_index(solid(c))[0, 0, 0]) for c in ((255, 0, 0), (30, 60, 250), (0, 160, 0)))
+    line, colour = boxes()
+    line[6:34, 30] = 255  # no line between the boxes: one region, 48 x 28
+    speck = (slice(16, 17), slice(8, 9), green)  # one cell of green: too small to be a part of its own
+    log_probs = favour([(slice(None), slice(None), red), (slice(3, 17), slice(17, 27), blue), speck])  # blue: 20 of 48
+    labels, count = (np.where(line < 128, 0, 1) + (np.arange(60) >= 6) * (np.arange(60) < 54)
+                     * (np.arange(40) >= 6)[:, None] * (np.arange(40) < 34)[:, None]), 2  # paper 1, the box 2
+    split, total = split_by_modes(labels.astype(np.int32), count, log_probs)
+    assert total == 3 and (split[20, 40] == 3) and (split[20, 15] == 2) and split[32, 16] != 3  # blue cut out, alone
+    merged = cb.to_lab(flat_fill(colour, line, log_probs=log_probs)[None])[0]
+    cut = cb.to_lab(flat_fill(colour, line, log_probs=log_probs, split=True)[None])[0]
+    assert (merged[1:, 20, 15] - merged[1:, 20, 45]).abs().max() < 1  # one region, one vote
+    assert (cut[1:, 20, 15] - cb.BINS[red]).abs().max() < 8 and cut[2, 20, 45] < -40  # red | blue
+    assert (merged[1:, 20, 45] - cb.BINS[red]).abs().max() < 8  # without the cut, the blue side is red
+    assert torch.equal(cut[:, 1, 1], merged[:, 1, 1])  # paper stays paper
+    hint_colour, hint_mask = np.zeros((40, 60, 3), np.float32), np.zeros((40, 60), bool)
+    hint_colour[18:22, 10:14], hint_mask[18:22, 10:14] = (1.0, 0.9, 0.2), True  # yellow painted in the red part
+    painted = flat_fill(colour, line, hint_colour, hint_mask, log_probs=log_probs, split=True)
+    assert torch.allclose(painted[:, 20, 45], painted[:, 20, 15], atol=1e-6)  # a painted region is not cut
+
+
 def test_a_model_with_a_colour_head_is_served_and_evaluated_by_its_distribution(tmp_path):
     from colorizer.checkpoint import export_generator
     from colorizer.config import to_dict
@@ -203,7 +227,7 @@ def test_a_model_with_a_colour_head_is_served_and_evaluated_by_its_distribution(
     assert isinstance(model.generator, cb.AnnealedMean) and model.has_head
     line, _ = boxes(48, 80)
     art = Image.fromarray(line)
-    for fill in (False, True):
+    for fill in (False, True, "split"):
         image = model.colorize(art, fill=fill)
         assert image.size == (80, 48)
     args = type("Args", (), {"colour_decode": "annealed", "temperature": 0.2})()

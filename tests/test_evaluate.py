@@ -155,15 +155,16 @@ def test_full_resolution_paths_and_line_fidelity(tmp_path, capsys):
     result = ev.full_resolution(model, data, "train", 64, max_items=6, progress=False)
     assert result["size"] == [64, 64] and result["items"] == 6 and result["working_size"] == [16, 16]
     rows = {(row["path"], row["patches"]): row for row in result["rows"]}
-    assert set(rows) == {(path, n) for path in ("enlarge", "composite", "native", "flat") for n in (0, 10)}
+    assert set(rows) == {(path, n) for path in ("enlarge", "composite", "native", "flat", "split") for n in (0, 10)}
     for n in (0, 10):
-        for path in ("composite", "native", "flat"):
+        for path in ("composite", "native", "flat", "split"):
             assert rows[path, n]["line_error"] <= 2 / 255, (path, n)
         assert rows["enlarge", n]["line_error"] > 10 * max(rows["composite", n]["line_error"], 1 / 255)
     # hintless the flat fills differ; with 10 patches the stroke propagation (on in both) may paint every shape alike
     assert rows["flat", 0]["psnr_color"] != rows["composite", 0]["psnr_color"]
     assert rows["composite", 10]["psnr_color"] != rows["composite", 0]["psnr_color"]  # the hints reached the model
     assert all(math.isfinite(row[k]) for row in rows.values() for k in ev.METRICS + ("line_error",))
+    assert rows["split", 0] == {**rows["flat", 0], "path": "split"}  # no colour head: nothing to cut by
     assert all(0 <= row["shape_accuracy"] <= 1 and row["colourfulness"] >= 0 for row in rows.values())
     assert 0 <= result["flat_merged_share"] < 1  # OpenMoji draws some colours side by side without a line
     again = ev.full_resolution(model, data, "train", 64, max_items=6, paths=("flat",), progress=False)
@@ -176,7 +177,7 @@ def test_full_resolution_paths_and_line_fidelity(tmp_path, capsys):
     assert ev.main(["--checkpoint", str(export), "--data", str(data), "--split", "train", "--size", "64",
                     "--size-hints", "0", "--max-items", "4", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
     full = json.loads((tmp_path / "r.json").read_text())["full_resolution"]
-    assert full["items"] == 4 and len(full["rows"]) == 4
+    assert full["items"] == 4 and len(full["rows"]) == 5  # every path, hintless
     assert "| composite | 0 |" in capsys.readouterr().out
     # --only-size: the table alone, no protocol at the training size
     assert ev.main(["--checkpoint", str(export), "--data", str(data), "--split", "train", "--size", "64",
