@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .images import nearest
+
 AB_STEP = 10  # bin side in a and b (CIELAB units)
 AB_LIMIT = 110  # bin centres from -110 to 110
 REBALANCE = 0.5  # lambda: the share of the uniform distribution mixed into the smoothed frequencies
@@ -211,10 +213,7 @@ def region_votes(log_probs: torch.Tensor, labels: np.ndarray, count: int) -> tup
     0 on ink, 1..count the regions (``fills.regions``) -> (ab (count + 1, 2): per label the bin whose
     log-probability summed over its pixels is highest; voted (count + 1,) bool: the labels that
     have a pixel at the log-probabilities' size, sampled nearest)."""
-    h, w = log_probs.shape[-2:]
-    rows = (np.arange(h) * labels.shape[0] // h)[:, None]
-    cols = (np.arange(w) * labels.shape[1] // w)[None, :]
-    small = torch.from_numpy(labels[rows, cols].astype(np.int64)).flatten()  # (h * w,)
+    small = torch.from_numpy(nearest(labels, log_probs.shape[-2:]).astype(np.int64)).flatten()  # (h * w,)
     sums = torch.zeros(count + 1, log_probs.shape[0], dtype=torch.float64)
     sums.index_add_(0, small, log_probs.reshape(log_probs.shape[0], -1).T.double())
     voted = torch.bincount(small, minlength=count + 1) > 0

@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from .colour_bins import BINS, region_votes, with_ab
 from .composite import PAPER_SNAP
+from .images import nearest
 
 FILL_INK = 128  # line value (0-255) below which a pixel is ink when regions are found
 FILL_GAP = 1 / 256  # trapped-ball radius, share of the long side: 1 px at 256 px (closes gaps under 3 px), 4 at 1024
@@ -135,10 +136,7 @@ def split_by_modes(labels: np.ndarray, count: int, log_probs: torch.Tensor,
     SPLIT_DISTANCE in ab from the region's vote, covering at least SPLIT_MIN_SHARE of the region and
     SPLIT_MIN_FRACTION of the drawing; each becomes a region of its own, numbered after ``count``."""
     ab, _ = region_votes(log_probs, labels, count)  # (count + 1, 2) each region's vote
-    p, q = log_probs.shape[-2:]
-    rows = (np.arange(labels.shape[0]) * p // labels.shape[0])[:, None]
-    cols = (np.arange(labels.shape[1]) * q // labels.shape[1])[None, :]
-    mode = log_probs.argmax(0).numpy()[rows, cols]  # (h, w) bin index, sampled nearest
+    mode = nearest(log_probs.argmax(0).numpy(), labels.shape)  # (h, w) bin index
     far = (labels > 0) & (np.linalg.norm((BINS[mode] - ab[labels]).numpy(), axis=-1) >= SPLIT_DISTANCE)
     if keep is not None:
         far &= ~keep[labels]

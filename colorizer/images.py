@@ -1,7 +1,8 @@
 """Image conversions, one owner each: any PIL mode to 8-bit on white paper, and uint8 <-> the
 networks' [-1, 1] range. ``data_prep`` (writing the dataset), ``data`` (reading it), inference,
 evaluation and monitoring all use these, so a pixel means the same thing everywhere. Also the
-batched Gaussian blur that the hint simulation and the line styles share."""
+batched Gaussian blur that the hint simulation and the line styles share, and ``nearest``, the
+resampling of label maps (regions, shapes, bins) from one grid to another."""
 from __future__ import annotations
 
 import io
@@ -41,6 +42,14 @@ def flatten_image(image: Image.Image, mode: str) -> Image.Image:
         return (image if image.mode == "RGB" else image.convert("RGB")).convert(mode)
     except ValueError as err:
         raise ValueError(f"cannot read an image of mode {image.mode}: {err}") from None
+
+
+def nearest(array: np.ndarray, size: tuple) -> np.ndarray:
+    """array (h, w, ...) -> (H, W, ...) at ``size`` (H, W), each pixel the array's cell it falls in:
+    labels and indices stay labels and indices (no blending)."""
+    rows = (np.arange(size[0]) * array.shape[0] // size[0])[:, None]
+    cols = (np.arange(size[1]) * array.shape[1] // size[1])[None, :]
+    return array[rows, cols]
 
 
 def to_signed(pixels) -> torch.Tensor:

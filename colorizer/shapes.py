@@ -32,7 +32,7 @@ from skimage.measure import label
 
 from .fills import ink_mask, region_grid, regions
 from .hints import WHITE_LEVEL
-from .images import to_array
+from .images import nearest, to_array
 
 QUANT_BITS = 5  # target colours are grouped at this many bits a channel
 MIN_SHAPE_FRACTION = 0.002  # a shape covers at least this share of the image (0.2 %)
@@ -110,9 +110,7 @@ def merge_sums(line: np.ndarray, target: np.ndarray) -> dict:
         return dict.fromkeys(MERGE_KEYS, 0.0)
     grid = region_grid(*line.shape)
     fill, count = regions(ink_mask(line, grid))
-    rows = (np.arange(line.shape[0]) * grid[0] // line.shape[0])[:, None]
-    cols = (np.arange(line.shape[1]) * grid[1] // line.shape[1])[None, :]
-    fill = fill[rows, cols]  # (H, W): the fill regions at the target's size, sampled nearest
+    fill = nearest(fill, line.shape)  # (H, W): the fill regions at the target's size
     shapes = len(colours) + 1
     both = (labels > 0) & (fill > 0)
     overlap = np.bincount(labels[both] * (count + 1) + fill[both], minlength=shapes * (count + 1))

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .fills import FILL_GAP, FILL_MAX_PIXELS, ink_mask, label_medians, region_grid, regions
+from .images import nearest
 
 STROKE_GAP = FILL_GAP  # the flat fills' trapped ball, 1/256 of the long side: gaps up to 2 x radius px hold (8 at 1024)
 OPEN_GAP_SCALE = 4  # the second ball, for shapes open to the paper: gaps up to 4 x the held width close there
@@ -91,7 +92,7 @@ def carve_open_shapes(line: np.ndarray, labels: np.ndarray, count: int, gap: flo
     height, width = labels.shape
     coarse = (max(1, height // 2), max(1, width // 2))
     wide, _ = regions(ink_mask(line, coarse), gap * OPEN_GAP_SCALE)
-    wide = wide[np.arange(height) * coarse[0] // height][:, np.arange(width) * coarse[1] // width]  # (h, w) nearest
+    wide = nearest(wide, (height, width))  # (h, w)
     carve = (wide > 0) & ~np.isin(wide, border_labels(wide)) & np.isin(labels, paper)
     if not carve.any():
         return labels, count
