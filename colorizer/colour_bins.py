@@ -40,6 +40,7 @@ from .images import nearest
 
 AB_STEP = 10  # bin side in a and b (CIELAB units)
 AB_LIMIT = 110  # bin centres from -110 to 110
+GRID_SIDE = 2 * AB_LIMIT // AB_STEP + 1  # grid cells along a and along b
 REBALANCE = 0.5  # lambda: the share of the uniform distribution mixed into the smoothed frequencies
 SMOOTH_SIGMA = 5.0  # Gaussian smoothing of the frequencies in ab, CIELAB units
 TEMPERATURE = 0.38  # the annealed mean's default (Zhang 2016: vivid, still spatially coherent)
@@ -70,13 +71,18 @@ def to_lab(colour: torch.Tensor) -> torch.Tensor:
 
 @lru_cache(maxsize=1)
 def _cell_lut() -> torch.Tensor:
-    """(S * S,) int64: the index in BINS of each grid cell (S = 2 * AB_LIMIT / AB_STEP + 1 per axis), -1
-    for a cell no sRGB colour falls in."""
-    side = 2 * AB_LIMIT // AB_STEP + 1
-    cells = (BINS / AB_STEP).round().long() + AB_LIMIT // AB_STEP  # (Q, 2) in [0, side)
-    lut = torch.full((side * side,), -1, dtype=torch.int64)
-    lut[cells[:, 0] * side + cells[:, 1]] = torch.arange(len(BINS))
+    """(GRID_SIDE ** 2,) int64: the index in BINS of each grid cell (``cell_of``), -1 for a cell no sRGB
+    colour falls in."""
+    lut = torch.full((GRID_SIDE * GRID_SIDE,), -1, dtype=torch.int64)
+    lut[cell_of(BINS)] = torch.arange(len(BINS))
     return lut
+
+
+def cell_of(ab: torch.Tensor) -> torch.Tensor:
+    """ab (N, 2) -> (N,) int64: the flat index of the grid cell each lies nearest to (clamped to the grid)."""
+    limit = AB_LIMIT // AB_STEP
+    cell = (ab / AB_STEP).round().clamp(-limit, limit).long() + limit  # (N, 2) in [0, GRID_SIDE)
+    return cell[:, 0] * GRID_SIDE + cell[:, 1]
 
 
 def bin_index(colour: torch.Tensor) -> torch.Tensor:
@@ -85,9 +91,7 @@ def bin_index(colour: torch.Tensor) -> torch.Tensor:
     not a bin is searched for (a training step bins ~150 k pixels: a search for all took 0.4 s)."""
     ab = to_lab(colour)[:, 1:]  # (B, 2, h, w)
     flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (N, 2)
-    limit, side = AB_LIMIT // AB_STEP, 2 * AB_LIMIT // AB_STEP + 1
-    cell = (flat / AB_STEP).round().clamp(-limit, limit).long() + limit  # (N, 2) in [0, side)
-    nearest = _cell_lut().to(colour.device)[cell[:, 0] * side + cell[:, 1]]  # (N,), -1 off the bins
+    nearest = _cell_lut().to(colour.device)[cell_of(flat)]  # (N,), -1 off the bins
     missing = nearest < 0
     if bool(missing.any()):
         nearest[missing] = torch.cdist(flat[missing], BINS.to(colour.device)).argmin(1)
