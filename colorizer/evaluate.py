@@ -495,7 +495,8 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=0,
                         help="also colour the split at N x N px through the demo's paths (the network's output "
                              "enlarged, the composite with the drawing's lines, native resolution, flat fills, "
-                             "flat fills cut by a colour head's modes) and report them with a line-fidelity figure; the folder must be prepared at N px or more")
+                             "flat fills cut by a colour head's modes) and report them with a line-fidelity figure; "
+                             "the folder must be prepared at N px or more")
     parser.add_argument("--size-paths", nargs="+", default=list(FULL_RES_PATHS), choices=list(FULL_RES_PATHS),
                         help="the paths --size compares (default: all)")
     parser.add_argument("--size-hints", nargs="+", type=int, default=list(FULL_RES_PATCHES),

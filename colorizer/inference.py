@@ -299,8 +299,9 @@ class Colorizer:
         full-resolution evaluation compares the two). ``fill``: flat fills, one colour per closed
         region of the line art (``fills.flat_fill``); ``fill="split"``: a model with a colour head also
         cuts a region where its per-pixel modes form separate areas (``fills.split_by_modes``).
-        ``propagate``: each painted stroke colours the shape it lies in, up to the lines (``strokes.propagate``; the network still sees the strokes
-        and guesses the other shapes with them); only with the composite. ``tolerance``: CIE76 ΔE
+        ``propagate``: each painted stroke colours the shape it lies in, up to the lines
+        (``strokes.propagate``; the network still sees the strokes and guesses the other shapes with them);
+        only with the composite. ``tolerance``: CIE76 ΔE
         from its paint within which a painted pixel keeps the network's colour (``strokes.paint``)."""
         if fill and not composite:
             raise ValueError("flat fills need the composite: the network's own lines would cut across the regions")
