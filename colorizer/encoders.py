@@ -35,7 +35,8 @@ def pretrained_state(network: nn.Module) -> dict:
 
 class EfficientUNet(nn.Module):
     """U-Net whose encoder is EfficientNet-Lite0, fine-tuned (at ``model.encoder_lr`` of the
-    generator's learning rate: ``parameter_groups``), with skips at every stride.
+    generator's learning rate: ``parameter_groups``; the adapted stem learns at the full rate), with
+    skips at every stride.
 
     Encoder: Lite0's stages; its feature maps at strides 2, 4, 8, 16 and 32 (16, 24, 40, 112, 320
     channels) are the skips. The stem is adapted to the line art and the hints: its 3x3 kernel takes
@@ -77,7 +78,10 @@ class EfficientUNet(nn.Module):
         self.encoder.load_state_dict({**state, "_conv_stem.weight": stem})
 
     def pretrained_parameters(self) -> list:
-        return list(self.encoder.parameters())
+        """The encoder's parameters but the adapted stem: its hint channels start at zero and must grow
+        at the decoder's rate (at 0.1 x, the hints reached the encoder ten times more slowly)."""
+        stem = self.encoder._conv_stem.weight
+        return [p for p in self.encoder.parameters() if p is not stem]
 
     def forward(self, line, spatial_hint, palette, palette_keep, logits: bool = False):
         """As ``UNet.forward``: line (B, 1, H, W) in [-1, 1]; spatial_hint (B, 4, H, W); palette (B, K, 3)

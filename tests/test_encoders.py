@@ -68,6 +68,9 @@ def test_the_encoder_learns_at_its_share_of_the_rate():
     g = build_generator(small_cfg("efficientnet_unet").model)
     groups = parameter_groups(g, 1e-3, 0.1)
     assert [group["lr"] for group in groups] == [1e-3, pytest.approx(1e-4)]
+    stem = g.encoder._conv_stem.weight  # new hint channels: at the full rate, with the decoder
+    assert any(p is stem for p in groups[0]["params"]) and not any(p is stem for p in groups[1]["params"])
+    assert any(p is g.encoder._blocks[0]._depthwise_conv.weight for p in groups[1]["params"])
     assert sum(p.numel() for group in groups for p in group["params"]) == count_parameters(g)
     assert len(parameter_groups(build_generator(small_cfg("unet").model), 1e-3, 0.1)) == 1
 
