@@ -17,8 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CPU_RECIPE = "experiments/cpu.yaml"  # what train.py runs on a machine without a GPU and no experiment file
-CPU_RECIPE_MINUTES = 61  # its wall time on 2 CPU cores, data preparation included: 48 measured before the perceptual
-# term, x 1.31 for the term's measured cost per step (experiments/RESULTS.md, "The guess, per shape")
+CPU_RECIPE_MINUTES = 68  # its wall time on 2 CPU cores, data preparation and the perceptual term included: measured
+# end to end from a fresh clone (experiments/RESULTS.md, "The CPU recipe")
 
 
 @dataclass
