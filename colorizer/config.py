@@ -42,8 +42,8 @@ class ModelConfig:
     # key into models.GENERATORS: unet (learnt from scratch) | efficientnet_unet (ImageNet EfficientNet-Lite0
     # encoder, fine-tuned; depth 5) | unet_features (unet + frozen ImageNet features of the line art at its bottleneck)
     generator: str = "unet"
-    encoder_lr: float = 0.1  # efficientnet_unet: the pretrained encoder's learning rate (its stem's excepted),
-    # as a share of train.lr_g
+    encoder_lr: float = 0.1  # efficientnet_unet: the pretrained encoder's learning rate, as a share of train.lr_g
+    # (its adapted stem learns at the full rate: experiments/RESULTS.md, "The Lite0 encoder's stem")
     colour_head: bool = False  # also predict a distribution over CIELAB ab bins (colour_bins.py; loss.colour_classes)
     depth: int = 6  # number of 2x downsamplings; H and W must be divisible by 2**depth
     base_channels: int = 64  # width of the first encoder block, doubled per level
