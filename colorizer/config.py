@@ -44,6 +44,7 @@ class ModelConfig:
     generator: str = "unet"
     encoder_lr: float = 0.1  # efficientnet_unet: the pretrained encoder's learning rate, as a share of train.lr_g
     # (its adapted stem learns at the full rate: experiments/RESULTS.md, "The Lite0 encoder's stem")
+    decoder_hints: bool = False  # efficientnet_unet: the spatial hint also enters each decoder stride (2-16)
     colour_head: bool = False  # also predict a distribution over CIELAB ab bins (colour_bins.py; loss.colour_classes)
     depth: int = 6  # number of 2x downsamplings; H and W must be divisible by 2**depth
     base_channels: int = 64  # width of the first encoder block, doubled per level
@@ -334,6 +335,9 @@ def validate(cfg: Any) -> None:
                           f"model.colour_head={cfg.model.colour_head}: the colour head trains only with its loss, "
                           f"and the loss needs the head; set both (--model.colour_head=true "
                           f"--loss.colour_classes=1) or neither")
+    if cfg.model.decoder_hints and cfg.model.generator != "efficientnet_unet":
+        raise ConfigError(f"model.decoder_hints=true is an option of model.generator=efficientnet_unet, not "
+                          f"{cfg.model.generator!r} (the U-Net's own encoder carries the hints): drop it or switch")
     if cfg.train.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints must be >= 0")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:

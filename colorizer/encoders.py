@@ -45,7 +45,10 @@ class EfficientUNet(nn.Module):
     hint channels' at zero. The palette enters at stride 32 through FiLM, as in the U-Net.
     Decoder: ``Up`` blocks of widths base_channels * 2**i (capped at max_channels) back to full size,
     where the input itself is the last skip, so a hint reaches the output without the encoder.
-    model.depth must be 5 (Lite0 downsamples five times)."""
+    ``model.decoder_hints``: the spatial hint, area-averaged to each stride (2 to 16), is also
+    concatenated to that stride's skip, so the decoder can spread a hint over its shape without waiting
+    for the slowly fine-tuned encoder to carry it (through the last skip alone a hint reaches only the
+    3x3 head). model.depth must be 5 (Lite0 downsamples five times)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -56,6 +59,8 @@ class EfficientUNet(nn.Module):
         self.depth = cfg.depth
         in_channels = 1 + 4  # line + (hint colour * mask, mask)
         self.pad = padding(in_channels, cfg.pad_inputs)
+        self.decoder_hints = bool(cfg.decoder_hints)
+        hint_channels = 4 if self.decoder_hints else 0  # added to each skip at strides 2 to 16
         self.encoder = backbone()
         self.encoder._conv_stem = SameConv(in_channels + self.pad, STEM_CHANNELS, 3, 2, bias=False)
         self.palette = PaletteEncoder(FEATURE_CHANNELS[-1])
@@ -65,7 +70,7 @@ class EfficientUNet(nn.Module):
         for i in reversed(range(len(FEATURE_STRIDES))):  # to strides 16, 8, 4, 2, then 1
             dropout = cfg.dropout if (len(FEATURE_STRIDES) - 1 - i) < cfg.dropout_blocks else 0.0
             self.ups.append(Up(cin, widths[max(i - 1, 0)], cfg.norm, cfg.upsample, dropout))
-            cin = widths[max(i - 1, 0)] + (FEATURE_CHANNELS[i - 1] if i else in_channels + self.pad)
+            cin = widths[max(i - 1, 0)] + (FEATURE_CHANNELS[i - 1] + hint_channels if i else in_channels + self.pad)
         self.head = nn.Conv2d(cin, 3, 3, padding=1)
         self.colour_head = colour_head(cin, cfg)  # model.colour_head: at half size, as in UNet (Zhang 2016: a quarter)
 
@@ -92,6 +97,9 @@ class EfficientUNet(nn.Module):
         x = pad_channels(torch.cat([EfficientNetLite0.normalise(line).to(line.dtype),
                                     spatial_hint.to(line.dtype)], 1), self.pad)  # (B, 5, H, W); 8 if padded
         skips = [x] + self.encoder.features(x)  # strides 1, 2, 4, 8, 16, 32: (B, 5|16|24|40|112|320, ...)
+        if self.decoder_hints:  # strides 2 to 16 also get the hint, area-averaged: (B, C + 4, H/s, W/s)
+            hint = spatial_hint.to(line.dtype)
+            skips[1:-1] = [torch.cat([skip, F.avg_pool2d(hint, 2**s)], 1) for s, skip in enumerate(skips[1:-1], 1)]
         x = skips.pop()  # (B, 320, H/32, W/32)
         scale, shift = self.palette(palette.to(x.dtype), palette_keep.to(x.dtype))  # (B, 320, 1, 1) each
         x = x * scale + shift  # global hint, no spatial information

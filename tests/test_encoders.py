@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from colorizer.checkpoint import export_generator
-from colorizer.config import load_config, to_dict
+from colorizer.config import ConfigError, load_config, to_dict
 from colorizer.encoders import load_pretrained, parameter_groups
 from colorizer.inference import Colorizer
 from colorizer.models import build_generator, count_parameters
@@ -115,3 +115,26 @@ def test_the_pretrained_encoder_trains_and_its_export_loads_without_the_wheel_we
     ema = parts.ema.module.eval()
     with torch.no_grad():
         torch.testing.assert_close(model.generator(*hintless()), ema(*hintless()))
+
+
+@pytest.mark.parametrize("decoder_hints", [False, True])
+def test_decoder_hints_let_a_hint_reach_far_pixels_before_the_stem_learns_it(decoder_hints):
+    """model.decoder_hints: with the stem's hint kernels at zero (as load_pretrained leaves them), a hint
+    reaches the output only through the last skip, the 3x3 head's neighbourhood, unless the decoder
+    also takes it at strides 2 to 16."""
+    g = build_generator(small_cfg("efficientnet_unet", f"--model.decoder_hints={decoder_hints}").model).eval()
+    with torch.no_grad():
+        g.encoder._conv_stem.weight[:, 1:] = 0
+    line, spatial, palette, keep = hintless(batch=1)
+    spatial.requires_grad_(True)
+    out = g(line, spatial, palette, keep)
+    assert out.shape == (1, 3, 64, 96)
+    out[0, :, 40, 70].sum().backward()  # one output pixel
+    far = spatial.grad[0].abs().clone()
+    far[:, 38:43, 68:73] = 0  # beyond the head's 3x3 window and a pixel more
+    assert (far.sum() > 0) == decoder_hints
+
+
+def test_decoder_hints_are_an_option_of_the_pretrained_encoder_only():
+    with pytest.raises(ConfigError, match="model.decoder_hints"):
+        small_cfg("unet", "--model.decoder_hints=true")
