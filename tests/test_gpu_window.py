@@ -34,8 +34,8 @@ def test_dry_run_chains_every_step_and_returns_a_loadable_fp16_model(tmp_path):
     steps = {s["step"]: s for s in record["steps"]}
     assert list(steps) == ["setup", "data", "bench", "train", "export"], done.stdout + done.stderr
     assert steps["setup"]["status"] == "ok" and "60 OpenMoji SVGs" in steps["setup"]["note"]
-    assert steps["data"]["status"] == "ok" and "not packed: fluent-emoji-flat, noto, flat-color-icons" in \
-        steps["data"]["note"]
+    unpacked = "not packed: fluent-emoji-flat, noto, flat-color-icons, emojione, streamline-emojis"
+    assert steps["data"]["status"] == "ok" and unpacked in steps["data"]["note"]
     manifest = (work / "data" / "openmoji64" / "manifest.jsonl").read_text().splitlines()
     assert 0 < len(manifest) <= 40  # --limit 40 of the 60 unpacked
     assert any((work / "data" / "openmoji64" / "scribbles").glob("*.png"))

@@ -14,7 +14,7 @@ short still says how far it got):
 
 1. setup: the wheels the GPU image lacks, from ``.window/wheels``, into a private folder; OpenMoji's
    SVGs unpacked from ``.window/openmoji-svg.tar.xz`` (the machine reaches no registry);
-2. data: the four sources prepared at 256 px in parallel on the machine's cores, then their region
+2. data: the recipe's sources prepared at 256 px in parallel on the machine's cores, then their region
    scribbles (packing the prepared mix instead would not fit: OpenMoji alone is 39 MB at 96 px, and
    a call carries 64 MiB, the tracked tree's 25 MB included; preparing it there takes about a minute);
 3. bench: ``python -m colorizer.bench --device cuda --quick --baseline --profile`` at the default
