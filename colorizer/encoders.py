@@ -94,11 +94,11 @@ class EfficientUNet(nn.Module):
         colour head's (B, Q, H/2, W/2) (at full size, its 1x1 conv and cross-entropy cost more than the
         rest of a step on CPU). H, W divisible by 32."""
         check_divisible(line, self.depth)
-        x = pad_channels(torch.cat([EfficientNetLite0.normalise(line).to(line.dtype),
-                                    spatial_hint.to(line.dtype)], 1), self.pad)  # (B, 5, H, W); 8 if padded
+        hint = spatial_hint.to(line.dtype)  # (B, 4, H, W)
+        x = pad_channels(torch.cat([EfficientNetLite0.normalise(line).to(line.dtype), hint], 1),
+                         self.pad)  # (B, 5, H, W); 8 if padded
         skips = [x] + self.encoder.features(x)  # strides 1, 2, 4, 8, 16, 32: (B, 5|16|24|40|112|320, ...)
         if self.decoder_hints:  # strides 2 to 16 also get the hint, area-averaged: (B, C + 4, H/s, W/s)
-            hint = spatial_hint.to(line.dtype)
             skips[1:-1] = [torch.cat([skip, F.avg_pool2d(hint, 2**s)], 1) for s, skip in enumerate(skips[1:-1], 1)]
         x = skips.pop()  # (B, 320, H/32, W/32)
         scale, shift = self.palette(palette.to(x.dtype), palette_keep.to(x.dtype))  # (B, 320, 1, 1) each
