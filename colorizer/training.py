@@ -213,11 +213,10 @@ def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: 
     if dist.is_main:
         kept = ("G, EMA-G and D" if parent.discriminator is not None
                 else "G and EMA-G (D starts fresh: an export has none)")
-        if added:
-            kept += (f"; its {parent_generator} grows into {current['model']['generator']}: {added}* "
-                     f"keep their own start (pretrained and frozen, joining at zero)")
+        grown = (f"; its {parent_generator} grows into {current['model']['generator']}: the new {added}* "
+                 f"keep their own start (pretrained and frozen, joining at zero)" if added else "")
         print(f"initialised {kept} from {path} (step {parent.record['step']:,}, sha256 "
-              f"{parent.record['sha256'][:12]}); optimisers and schedules start fresh", flush=True)
+              f"{parent.record['sha256'][:12]}){grown}; optimisers and schedules start fresh", flush=True)
 
 
 def from_main(value, dist: DistInfo):
