@@ -129,6 +129,13 @@ class LineFeatures(nn.Module):
     def load_pretrained(self) -> None:
         self.network.load_state_dict(pretrained_state(self.network))
 
+    @staticmethod
+    def start_state(state: dict, prefix: str) -> dict:
+        """The entries of a generator's ``state`` under ``prefix`` (its LineFeatures) as a new model has
+        them: the frozen network's as they are (no step moves them), the projection at zero."""
+        return {key: torch.zeros_like(value) if key.startswith(prefix + "project.") else value
+                for key, value in state.items() if key.startswith(prefix)}
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.network.eval()  # frozen: its BatchNorm statistics are ImageNet's

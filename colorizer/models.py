@@ -146,6 +146,22 @@ GENERATORS = {"unet": UNet, "efficientnet_unet": EfficientUNet,
               "unet_features": lambda cfg: UNet(cfg, line_features=True)}
 
 
+# A model may grow: a parent whose generator is the first of a pair can start (train.init) or be
+# blended with (colorizer.interpolate) a model of the second, whose new parts, under the prefix, join
+# at zero, so the grown parent computes what the parent did. unet -> unet_features: the U-Net gains
+# AlacGAN's frozen ImageNet line features at its bottleneck (issue 40).
+GROWN_PARTS = {("unet", "unet_features"): "line_features."}
+
+
+def grown_state(parent_state: dict, parent_generator: str, generator: str, grown: dict) -> dict | None:
+    """``parent_state`` (a ``parent_generator``'s state dict) as a ``generator`` model's: the parent's
+    entries plus the new parts as they start, taken from ``grown``, any state of a ``generator`` model
+    (a fresh one's, or a fine-tune's: no step moves the frozen parts). None if ``generator`` is not a
+    growth of ``parent_generator`` (``GROWN_PARTS``)."""
+    prefix = GROWN_PARTS.get((parent_generator, generator))
+    return None if prefix is None else {**LineFeatures.start_state(grown, prefix), **parent_state}
+
+
 def build_generator(cfg) -> nn.Module:
     """cfg: ModelConfig -> initialised generator (``GENERATORS[cfg.generator]``), pretrained parts
     random too (``encoders.load_pretrained`` puts their ImageNet weights in)."""

@@ -24,7 +24,7 @@ from .colour_bins import decoded
 from .data import PairDataset, data_credits, ensure_dataset, inherited_credits, make_train_stream
 from .evaluate import predict_modes, validate
 from .hints import MODES
-from .models import count_parameters
+from .models import GROWN_PARTS, count_parameters, grown_state
 from .monitor import ActivationProbe, Monitor, NullMonitor, grad_norms, log_histograms
 from .runtime import (DistInfo, StopControl, TrainingError, all_reduce_mean, ddp_weight_spread,
                       elastic_restart_count, pick_device, seed_everything, setup_distributed)
@@ -171,29 +171,24 @@ def prepare_dataset(cfg, dist: DistInfo) -> list:
     return config_lib.data_roots(cfg.data)
 
 
-# A parent may start a run whose generator is its own plus new parts that join at zero, so the child
-# starts as the parent: (parent's model.generator, the run's) -> the prefix of the new parts' keys.
-# unet -> unet_features: the bundled U-Net gains AlacGAN's frozen ImageNet line features (issue 40).
-GROWN_PARTS = {("unet", "unet_features"): "line_features."}
-
-
-def own_part(state: dict, prefix: str) -> dict:
-    """The entries of ``state`` (a state dict) under ``prefix``."""
-    return {key: value for key, value in state.items() if key.startswith(prefix)}
-
-
 def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: DistInfo) -> None:
     """Load the parent's weights into a new run; its architecture (``model.*``) must match this
     run's, while data, loss, hint and schedule keys may differ. From an export, which holds no
     discriminator, D starts fresh, so its keys (``model.disc_*``) may differ too: a CPU fine-tune
-    can use a narrower D. A plain U-Net parent may also start a ``unet_features`` run (``GROWN_PARTS``):
-    its weights load and the frozen ImageNet features join at zero. CheckpointError naming each
-    differing key otherwise."""
+    can use a narrower D. A plain U-Net parent may also start a ``unet_features`` run
+    (``models.GROWN_PARTS``): its weights load and the frozen ImageNet features join at zero.
+    CheckpointError naming each differing key otherwise."""
     saved, current = parent.config, config
     parent_generator = (saved.get("model") or {}).get("generator", config_lib.ModelConfig.generator)
-    added = GROWN_PARTS.get((parent_generator, current["model"]["generator"]))
-    if added:  # compare the rest of the architecture as if the parent had the new parts
-        saved = {**saved, "model": {**saved.get("model", {}), "generator": current["model"]["generator"]}}
+    generator_name = current["model"]["generator"]
+    # grown: the new parts as build_parts gave them, so the run starts as the parent
+    generator = grown_state(parent.generator, parent_generator, generator_name, parts.generator.state_dict())
+    generator_ema = grown_state(parent.generator_ema, parent_generator, generator_name, parts.ema.module.state_dict())
+    grown = generator is not None
+    if grown:  # compare the rest of the architecture as if the parent had the new parts
+        saved = {**saved, "model": {**saved.get("model", {}), "generator": generator_name}}
+    else:
+        generator, generator_ema = parent.generator, parent.generator_ema
     if parent.discriminator is None:
         def without_d(cfg):
             return {**cfg, "model": {k: v for k, v in cfg.get("model", {}).items() if not k.startswith("disc_")}}
@@ -201,10 +196,6 @@ def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: 
     check_compatible(saved, current, Path(path), keys=ARCHITECTURE_KEYS,
                      advice="--train.init needs the parent's architecture: pass its model settings (they are "
                             "in its config.json or config.yaml), e.g. --model.base_channels=N.")
-    generator, generator_ema = parent.generator, parent.generator_ema
-    if added:  # the new parts keep what build_parts gave them: the run starts as the parent
-        generator = {**own_part(parts.generator.state_dict(), added), **generator}
-        generator_ema = {**own_part(parts.ema.module.state_dict(), added), **generator_ema}
     try:
         parts.load_weights(generator, generator_ema, parent.discriminator)
     except RuntimeError as err:
@@ -213,10 +204,11 @@ def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: 
     if dist.is_main:
         kept = ("G, EMA-G and D" if parent.discriminator is not None
                 else "G and EMA-G (D starts fresh: an export has none)")
-        grown = (f"; its {parent_generator} grows into {current['model']['generator']}: the new {added}* "
-                 f"keep their own start (pretrained and frozen, joining at zero)" if added else "")
+        growth = (f"; its {parent_generator} grows into {generator_name}: the new "
+                  f"{GROWN_PARTS[parent_generator, generator_name]}* start as a new model's (pretrained and "
+                  f"frozen, joining at zero)" if grown else "")
         print(f"initialised {kept} from {path} (step {parent.record['step']:,}, sha256 "
-              f"{parent.record['sha256'][:12]}){grown}; optimisers and schedules start fresh", flush=True)
+              f"{parent.record['sha256'][:12]}){growth}; optimisers and schedules start fresh", flush=True)
 
 
 def from_main(value, dist: DistInfo):

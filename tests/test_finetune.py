@@ -110,7 +110,7 @@ def test_a_unet_parent_grows_frozen_line_features_and_the_child_starts_as_the_pa
     pretrained = {k: v.clone() for k, v in parts.generator.line_features.network.state_dict().items()}
     parent = read_parent(export)
     init_from(parent, str(export), parts, to_dict(cfg), DistInfo())
-    assert "; its unet grows into unet_features: the new line_features.* keep" in capsys.readouterr().out
+    assert "; its unet grows into unet_features: the new line_features.* start as a new model's" in capsys.readouterr().out
     for state, parent_state in ((parts.generator.state_dict(), parent.generator),
                                 (parts.ema.module.state_dict(), parent.generator_ema)):
         assert same({k: v for k, v in state.items() if not k.startswith("line_features.")}, parent_state)

@@ -90,3 +90,27 @@ def test_cli_refuses_a_child_of_another_architecture_and_a_missing_model(models,
     assert main(args + ["--child", str(tmp_path / "nowhere")]) == 2
     assert "no model at" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_child_grown_from_its_parent_blends_with_the_parent_as_it_grew(models, tmp_path):
+    """A unet_features fine-tune of a plain U-Net: the U-Net's weights blend, the frozen features stay the
+    child's, and their projection, zero in the grown parent, becomes alpha x the child's."""
+    root, parent_state, _ = models
+    grown_cfg = load_config(overrides=TINY + ["--model.generator=unet_features"])
+    child_state = tiny_generator(grown_cfg, seed=2).state_dict()
+    child_state["line_features.project.weight"] += 1.0  # a projection that learnt something
+    export_generator(tmp_path / "grown", child_state, to_dict(grown_cfg), step=5, metrics={}, perceptual="off",
+                     run_name="grown")
+    assert main(["--parent", str(root / "parent"), "--child", str(tmp_path / "grown"), "--alpha", "0.25",
+                 "--out", str(tmp_path / "blend")]) == 0
+    stored = read_generator(tmp_path / "blend").weights
+    assert set(stored) == set(child_state)
+    for name, value in stored.items():
+        if name.startswith("line_features.project."):
+            expected = 0.25 * child_state[name]
+        elif name.startswith("line_features.") or not torch.is_floating_point(value):
+            expected = child_state[name]
+        else:
+            expected = 0.75 * parent_state[name] + 0.25 * child_state[name]
+        assert torch.allclose(value.float(), expected.float(), atol=1e-6), name
+    assert stored["line_features.project.weight"].abs().sum() > 0
