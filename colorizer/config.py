@@ -148,6 +148,9 @@ class TrainConfig:
     batch_size: int = 16  # per process
     lr_g: float = 2e-4  # generator learning rate (pix2pix)
     lr_d: float = 2e-4  # discriminator learning rate
+    # model.generator=unet_features: the learning rate of the features' 1x1 projection, as a multiple of lr_g;
+    # above 1 where a trained U-Net grows them (train.init): the projection starts at zero beside trained weights
+    lr_features: float = 1.0
     beta1: float = 0.5  # Adam beta1 (pix2pix)
     beta2: float = 0.999  # Adam beta2
     lr_schedule: str = "linear"  # constant | linear (decay over the second half) | cosine
@@ -307,6 +310,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError("need 0 <= hints.drop_min <= hints.drop_max < 1")
     if not 0.0 <= cfg.hints.strokes <= 1.0:
         raise ConfigError(f"hints.strokes={cfg.hints.strokes} must be in [0, 1]")
+    if cfg.train.lr_features <= 0:
+        raise ConfigError(f"train.lr_features={cfg.train.lr_features} must be > 0 (a multiple of train.lr_g)")
     if not 0.0 <= cfg.hints.scribbles <= 1.0:
         raise ConfigError(f"hints.scribbles={cfg.hints.scribbles} must be in [0, 1]")
     validate_lines(cfg.lines)

@@ -159,13 +159,16 @@ def load_pretrained(generator: nn.Module) -> bool:
     return bool(parts)
 
 
-def parameter_groups(generator: nn.Module, lr: float, encoder_lr: float) -> list:
+def parameter_groups(generator: nn.Module, lr: float, encoder_lr: float, features_lr: float = 1.0) -> list:
     """Adam parameter groups: a pretrained encoder's parameters at ``encoder_lr`` x ``lr`` (a
     fine-tuned encoder moves slowly, so the random decoder's first large gradients do not wash out its
-    ImageNet features), everything else at ``lr``."""
-    pretrained = [p for m in generator.modules() if isinstance(m, EfficientUNet) for p in m.pretrained_parameters()]
-    if not pretrained:
-        return [{"params": list(generator.parameters()), "lr": lr}]
-    ids = {id(p) for p in pretrained}
+    ImageNet features); frozen line features' projection at ``features_lr`` x ``lr`` (train.lr_features:
+    a new layer beside a trained U-Net may learn faster); everything else at ``lr``."""
+    groups = [(encoder_lr, [p for m in generator.modules() if isinstance(m, EfficientUNet)
+                            for p in m.pretrained_parameters()]),
+              (features_lr, [p for m in generator.modules() if isinstance(m, LineFeatures)
+                             for p in m.project.parameters()])]
+    special = [(share, params) for share, params in groups if params]
+    ids = {id(p) for _, params in special for p in params}
     rest = [p for p in generator.parameters() if id(p) not in ids]
-    return [{"params": rest, "lr": lr}, {"params": pretrained, "lr": lr * encoder_lr}]
+    return [{"params": rest, "lr": lr}] + [{"params": params, "lr": lr * share} for share, params in special]

@@ -133,7 +133,8 @@ def build_parts(cfg, device: torch.device, dist: DistInfo | None = None) -> Part
     perceptual = PerceptualLoss(cfg.loss).to(device)
     if channels_last and cfg.loss.perceptual_amp:
         perceptual = perceptual.to(memory_format=torch.channels_last)
-    opt_g = make_optimizer(parameter_groups(g_raw, cfg.train.lr_g, cfg.model.encoder_lr), cfg.train, device)
+    opt_g = make_optimizer(parameter_groups(g_raw, cfg.train.lr_g, cfg.model.encoder_lr, cfg.train.lr_features),
+                           cfg.train, device)
     opt_d = make_optimizer(parameter_groups(d_raw, cfg.train.lr_d, 1.0), cfg.train, device)
     schedule = lr_lambda(cfg.train)
     dtype = amp_dtype(cfg.train.amp, device)

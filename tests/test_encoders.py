@@ -75,6 +75,18 @@ def test_the_encoder_learns_at_its_share_of_the_rate():
     assert len(parameter_groups(build_generator(small_cfg("unet").model), 1e-3, 0.1)) == 1
 
 
+def test_the_line_features_projection_learns_at_train_lr_features():
+    """A trained U-Net grown into unet_features (train.init) may teach the new projection faster."""
+    cfg = small_cfg("unet_features", "--train.lr_features=10", "--train.lr_g=1e-4")
+    parts = build_parts(cfg, torch.device("cpu"))
+    g, groups = parts.generator, parts.opt_g.param_groups
+    assert [group["lr"] for group in groups] == [1e-4, pytest.approx(1e-3)]
+    assert {id(p) for p in groups[1]["params"]} == {id(g.line_features.project.weight), id(g.line_features.project.bias)}
+    assert any(p is g.downs[0].conv.weight for p in groups[0]["params"])
+    with pytest.raises(ConfigError, match="train.lr_features=0.0 must be > 0"):
+        small_cfg("unet_features", "--train.lr_features=0")
+
+
 def test_line_features_start_at_zero_and_stay_frozen(imagenet):
     """A new unet_features model is the plain U-Net (its 1x1 projection starts at zero); training
     moves the projection and never the ImageNet network, nor its BatchNorm statistics."""
