@@ -162,12 +162,15 @@ def load_pretrained(generator: nn.Module) -> bool:
 def parameter_groups(generator: nn.Module, lr: float, encoder_lr: float, features_lr: float = 1.0) -> list:
     """Adam parameter groups: a pretrained encoder's parameters at ``encoder_lr`` x ``lr`` (a
     fine-tuned encoder moves slowly, so the random decoder's first large gradients do not wash out its
-    ImageNet features); frozen line features' projection at ``features_lr`` x ``lr`` (train.lr_features:
-    a new layer beside a trained U-Net may learn faster); everything else at ``lr``."""
+    ImageNet features); the parts a trained model grows (``models.grown_state``: frozen line features'
+    projection, a colour head) at ``features_lr`` x ``lr`` (train.lr_features: a new layer beside
+    trained weights may learn faster); everything else at ``lr``."""
     groups = [(encoder_lr, [p for m in generator.modules() if isinstance(m, EfficientUNet)
                             for p in m.pretrained_parameters()]),
               (features_lr, [p for m in generator.modules() if isinstance(m, LineFeatures)
-                             for p in m.project.parameters()])]
+                             for p in m.project.parameters()]
+               + [p for m in generator.modules() if getattr(m, "colour_head", None) is not None
+                  for p in m.colour_head.parameters()])]
     special = [(share, params) for share, params in groups if params]
     ids = {id(p) for _, params in special for p in params}
     rest = [p for p in generator.parameters() if id(p) not in ids]

@@ -12,8 +12,9 @@ the statistics of the blended network are not the blend of the two networks' sta
 why the result must be evaluated like any other model). Integer tensors (batch norm's step counter)
 are the child's. The child must be a fine-tune of the parent: same architecture (``model``
 section), same tensor names and shapes, or a ModelLoadError names what differs. A child grown from
-its parent (``models.GROWN_PARTS``: a ``unet_features`` fine-tune of a plain U-Net) blends with the
-parent as it grew: the frozen ImageNet features unchanged, their projection from zero (alpha x the child's).
+its parent (``models.grown_state``: a ``unet_features`` fine-tune of a plain U-Net, or a fine-tune that
+grew a colour head) blends with the parent as it grew: the frozen ImageNet features unchanged, their
+projection and a grown colour head from zero (alpha x the child's).
 
 Writes an export folder (``generator.safetensors`` + ``config.json``) that the demo, ``evaluate``
 and ``train.init`` read like any other. Its config is the child's, with its lineage: ``parent`` as
@@ -29,7 +30,6 @@ from pathlib import Path
 import torch
 
 from .checkpoint import ModelLoadError, ParentModel, export_generator, read_parent
-from .config import ModelConfig
 from .data import data_credits, inherited_credits
 from .models import grown_state
 
@@ -55,15 +55,15 @@ def blend(parent: dict, child: dict, alpha: float) -> dict:
 def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: Path) -> Path:
     """Blend ``child``'s EMA generator toward ``parent``'s (``blend``) and export it to ``out_dir``."""
     ours, theirs = parent.config.get("model", {}), child.config.get("model", {})
-    generators = (ours.get("generator", ModelConfig.generator), theirs.get("generator", ModelConfig.generator))
-    parent_weights = grown_state(parent.generator_ema, *generators, child.generator_ema)
-    if parent_weights is not None:  # a grown child: the parent as the child's architecture, new parts at zero
-        ours = {**ours, "generator": generators[1]}
+    grown = grown_state(parent.generator_ema, ours, theirs, child.generator_ema)
+    parent_weights = parent.generator_ema
+    if grown is not None:  # a grown child: the parent as the child's architecture, new parts at zero
+        parent_weights, ours = grown
     differing = sorted(f"model.{k}" for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differing:
         raise ModelLoadError(f"the parent and the child have different architectures ({', '.join(differing)}): "
                              f"blend a fine-tune with the model it started from (its train.init)")
-    weights = blend(parent.generator_ema if parent_weights is None else parent_weights, child.generator_ema, alpha)
+    weights = blend(parent_weights, child.generator_ema, alpha)
     config = {**child.config, "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record},
               "data_credits": data_credits((), inherited_credits(parent.config, parent.record)
                                            + inherited_credits(child.config, child.record))}

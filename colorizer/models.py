@@ -12,6 +12,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from .blocks import (Down, PaletteEncoder, Up, check_divisible, colour_head, head_logits, make_norm,  # noqa: F401
                      pad_channels, padding, upsample)
+from .config import ModelConfig
 from .encoders import EfficientUNet, LineFeatures
 
 
@@ -151,15 +152,44 @@ GENERATORS = {"unet": UNet, "efficientnet_unet": EfficientUNet,
 # at zero, so the grown parent computes what the parent did. unet -> unet_features: the U-Net gains
 # AlacGAN's frozen ImageNet line features at its bottleneck (issue 40).
 GROWN_PARTS = {("unet", "unet_features"): "line_features."}
+# Any parent may also grow a colour head (model.colour_head): its 1x1 conv starts at zero, a uniform
+# distribution over the bins, while the regression image stays the parent's (issue 40: the bundled
+# model's features, read as a distribution over colours).
+HEAD_PREFIX = "colour_head."
 
 
-def grown_state(parent_state: dict, parent_generator: str, generator: str, grown: dict) -> dict | None:
-    """``parent_state`` (a ``parent_generator``'s state dict) as a ``generator`` model's: the parent's
-    entries plus the new parts as they start, taken from ``grown``, any state of a ``generator`` model
-    (a fresh one's, or a fine-tune's: no step moves the frozen parts). None if ``generator`` is not a
-    growth of ``parent_generator`` (``GROWN_PARTS``)."""
-    prefix = GROWN_PARTS.get((parent_generator, generator))
-    return None if prefix is None else {**LineFeatures.start_state(grown, prefix), **parent_state}
+def grown_state(parent_state: dict, parent_model: dict, model: dict, grown: dict) -> tuple | None:
+    """``parent_state``, the state dict of a model whose config's ``model`` section is ``parent_model``,
+    as the state of a ``model`` one that grew from it: the parent's entries plus the new parts as they
+    start (line features from ``grown``, any state of a ``model`` network: a fresh one's, or a
+    fine-tune's, since no step moves the frozen parts; a colour head at zero). Returns (that state, the
+    parent's ``model`` section as grown), or None if ``model`` is no growth of ``parent_model``
+    (``GROWN_PARTS``, ``HEAD_PREFIX``)."""
+    default = ModelConfig.generator
+    ours, theirs = parent_model.get("generator", default), model.get("generator", default)
+    prefix = GROWN_PARTS.get((ours, theirs))
+    head = bool(model.get("colour_head")) and not parent_model.get("colour_head")
+    if prefix is None and not (head and ours == theirs):
+        return None
+    new = LineFeatures.start_state(grown, prefix) if prefix else {}
+    if head:
+        new.update({k: torch.zeros_like(v) for k, v in grown.items() if k.startswith(HEAD_PREFIX)})
+    return {**new, **parent_state}, {**parent_model, "generator": theirs, **({"colour_head": True} if head else {})}
+
+
+def growth_note(parent_model: dict, model: dict) -> str:
+    """What a ``model`` grown from ``parent_model`` adds, in words (for logs), or "" if nothing."""
+    grown = grown_state({}, parent_model, model, {})
+    if grown is None:
+        return ""
+    default = ModelConfig.generator
+    ours, theirs = parent_model.get("generator", default), model.get("generator", default)
+    notes = ([f"its {ours} grows into {theirs}: the new {GROWN_PARTS[ours, theirs]}* start as a new model's "
+              f"(pretrained and frozen, joining at zero)"] if ours != theirs else [])
+    if grown[1].get("colour_head") and not parent_model.get("colour_head"):
+        notes.append(f"it grows a colour head: the new {HEAD_PREFIX}* start at zero (a uniform distribution; "
+                     f"the regression image is the parent's)")
+    return "; ".join(notes)
 
 
 def build_generator(cfg) -> nn.Module:

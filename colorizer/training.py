@@ -24,7 +24,7 @@ from .colour_bins import decoded
 from .data import PairDataset, data_credits, ensure_dataset, inherited_credits, make_train_stream
 from .evaluate import predict_modes, validate
 from .hints import MODES
-from .models import GROWN_PARTS, count_parameters, grown_state
+from .models import count_parameters, grown_state, growth_note
 from .monitor import ActivationProbe, Monitor, NullMonitor, grad_norms, log_histograms
 from .runtime import (DistInfo, StopControl, TrainingError, all_reduce_mean, ddp_weight_spread,
                       elastic_restart_count, pick_device, seed_everything, setup_distributed)
@@ -175,18 +175,18 @@ def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: 
     """Load the parent's weights into a new run; its architecture (``model.*``) must match this
     run's, while data, loss, hint and schedule keys may differ. From an export, which holds no
     discriminator, D starts fresh, so its keys (``model.disc_*``) may differ too: a CPU fine-tune
-    can use a narrower D. A plain U-Net parent may also start a ``unet_features`` run
-    (``models.GROWN_PARTS``): its weights load and the frozen ImageNet features join at zero.
+    can use a narrower D. A parent may also grow (``models.grown_state``): a plain U-Net into a
+    ``unet_features`` run, whose frozen ImageNet features join at zero, and any parent a colour head
+    (model.colour_head), which starts at zero.
     CheckpointError naming each differing key otherwise."""
     saved, current = parent.config, config
-    parent_generator = (saved.get("model") or {}).get("generator", config_lib.ModelConfig.generator)
-    generator_name = current["model"]["generator"]
-    # grown: the new parts as build_parts gave them, so the run starts as the parent
-    generator = grown_state(parent.generator, parent_generator, generator_name, parts.generator.state_dict())
-    generator_ema = grown_state(parent.generator_ema, parent_generator, generator_name, parts.ema.module.state_dict())
-    grown = generator is not None
-    if grown:  # compare the rest of the architecture as if the parent had the new parts
-        saved = {**saved, "model": {**saved.get("model", {}), "generator": generator_name}}
+    parent_model = saved.get("model") or {}
+    # grown: the new parts as build_parts gave them (a colour head at zero), so the run starts as the parent
+    grown = grown_state(parent.generator, parent_model, current["model"], parts.generator.state_dict())
+    grown_ema = grown_state(parent.generator_ema, parent_model, current["model"], parts.ema.module.state_dict())
+    if grown is not None:  # compare the rest of the architecture as if the parent had the new parts
+        (generator, grown_model), (generator_ema, _) = grown, grown_ema
+        saved = {**saved, "model": grown_model}
     else:
         generator, generator_ema = parent.generator, parent.generator_ema
     if parent.discriminator is None:
@@ -204,9 +204,8 @@ def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: 
     if dist.is_main:
         kept = ("G, EMA-G and D" if parent.discriminator is not None
                 else "G and EMA-G (D starts fresh: an export has none)")
-        growth = (f"; its {parent_generator} grows into {generator_name}: the new "
-                  f"{GROWN_PARTS[parent_generator, generator_name]}* start as a new model's (pretrained and "
-                  f"frozen, joining at zero)" if grown else "")
+        growth = growth_note(parent_model, current["model"])
+        growth = f"; {growth}" if growth else ""
         print(f"initialised {kept} from {path} (step {parent.record['step']:,}, sha256 "
               f"{parent.record['sha256'][:12]}){growth}; optimisers and schedules start fresh", flush=True)
 

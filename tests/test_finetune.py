@@ -74,6 +74,40 @@ def test_a_different_architecture_is_refused_with_the_key_named(openmoji_small, 
     init_from(read_parent(export), str(export), fresh_parts(narrow_d), to_dict(narrow_d), DistInfo())
 
 
+def test_any_parent_grows_a_colour_head_that_starts_at_zero_and_learns_at_lr_features(openmoji_small, parent_run,
+                                                                                       tmp_path, capsys):
+    """model.colour_head from a parent without one (issue 40: the bundled model's features read as a
+    distribution): the parent's weights load, the head starts at zero (uniform over the bins), the
+    regression image is the parent's, and the head is in train.lr_features' group; a head cannot be dropped."""
+    export = parent_run / "export"
+    cfg = smoke_cfg(openmoji_small, tmp_path, "--model.colour_head=true", "--loss.colour_classes=1",
+                    "--train.lr_features=10")
+    parts = fresh_parts(cfg)
+    assert parts.generator.colour_head.weight.abs().sum() > 0  # a fresh head is random
+    parent = read_parent(export)
+    init_from(parent, str(export), parts, to_dict(cfg), DistInfo())
+    assert "it grows a colour head: the new colour_head.* start at zero" in capsys.readouterr().out
+    for state, parent_state in ((parts.generator.state_dict(), parent.generator),
+                                (parts.ema.module.state_dict(), parent.generator_ema)):
+        assert same({k: v for k, v in state.items() if not k.startswith("colour_head.")}, parent_state)
+        assert not state["colour_head.weight"].any() and not state["colour_head.bias"].any()
+    line = torch.rand(2, 1, 64, 96) * 2 - 1  # non-square
+    hints, palette, keep = torch.zeros(2, 4, 64, 96), torch.zeros(2, 8, 3), torch.zeros(2, 8)
+    image, logits = parts.generator.eval()(line, hints, palette, keep, logits=True)
+    torch.testing.assert_close(image, Colorizer.load(export).generator(line, hints, palette, keep))
+    assert logits.shape[-2:] == (32, 48) and not logits.any()  # uniform
+    head = {id(p) for p in parts.generator.colour_head.parameters()}
+    groups = parts.opt_g.param_groups
+    assert [g["lr"] for g in groups] == [cfg.train.lr_g, pytest.approx(10 * cfg.train.lr_g)]
+    assert {id(p) for p in groups[1]["params"]} == head and not head & {id(p) for p in groups[0]["params"]}
+    # grown, it cannot lose the head again
+    grown = tmp_path / "grown"
+    export_generator(grown, parts.generator.state_dict(), to_dict(cfg), 0, {}, "off", "grown")
+    plain = smoke_cfg(openmoji_small, tmp_path)
+    with pytest.raises(CheckpointError, match="model.colour_head: checkpoint True vs now False"):
+        init_from(read_parent(grown), str(grown), fresh_parts(plain), to_dict(plain), DistInfo())
+
+
 def test_a_fine_tune_run_records_its_parent_and_resumes_as_itself(openmoji_small, parent_run, tmp_path, capsys):
     # Data, loss, hint and schedule keys may differ from the parent's; the curriculum starts at its final mix.
     args = ["--train.name=child", f"--train.init={parent_run / 'export'}", "--train.steps=10", "--train.lr_g=5e-5",
