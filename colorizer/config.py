@@ -148,9 +148,9 @@ class TrainConfig:
     batch_size: int = 16  # per process
     lr_g: float = 2e-4  # generator learning rate (pix2pix)
     lr_d: float = 2e-4  # discriminator learning rate
-    # the learning rate, as a multiple of lr_g, of the parts a trained model can grow (train.init): the 1x1
-    # projection of model.generator=unet_features, a colour head (model.colour_head); above 1 where they grow
-    # (models.grown_state): they start at zero beside trained weights
+    # the learning rate, as a multiple of lr_g, of the layers a trained model can grow (train.init), grown or
+    # not: the 1x1 projection of model.generator=unet_features, a colour head (model.colour_head); above 1
+    # where they grow (models.grown_state): they start at zero beside trained weights
     lr_features: float = 1.0
     beta1: float = 0.5  # Adam beta1 (pix2pix)
     beta2: float = 0.999  # Adam beta2

@@ -162,15 +162,17 @@ def load_pretrained(generator: nn.Module) -> bool:
 def parameter_groups(generator: nn.Module, lr: float, encoder_lr: float, features_lr: float = 1.0) -> list:
     """Adam parameter groups: a pretrained encoder's parameters at ``encoder_lr`` x ``lr`` (a
     fine-tuned encoder moves slowly, so the random decoder's first large gradients do not wash out its
-    ImageNet features); the parts a trained model grows (``models.grown_state``: frozen line features'
-    projection, a colour head) at ``features_lr`` x ``lr`` (train.lr_features: a new layer beside
-    trained weights may learn faster); everything else at ``lr``."""
+    ImageNet features); the layers a trained model can grow (``models.grown_state``: frozen line
+    features' projection, a colour head), grown or not, at ``features_lr`` x ``lr`` (train.lr_features:
+    a new layer beside trained weights may learn faster); everything else at ``lr``."""
     groups = [(encoder_lr, [p for m in generator.modules() if isinstance(m, EfficientUNet)
                             for p in m.pretrained_parameters()]),
               (features_lr, [p for m in generator.modules() if isinstance(m, LineFeatures)
                              for p in m.project.parameters()]
-               + [p for m in generator.modules() if getattr(m, "colour_head", None) is not None
-                  for p in m.colour_head.parameters()])]
+               # a colour head joins the group only at another rate: at 1 it stays in the main group, as
+               # before heads could grow, so the runs of that time resume with their optimiser's groups
+               + [p for name, p in generator.named_parameters()
+                  if features_lr != 1 and name.split(".")[-2:-1] == ["colour_head"]])]
     special = [(share, params) for share, params in groups if params]
     ids = {id(p) for _, params in special for p in params}
     rest = [p for p in generator.parameters() if id(p) not in ids]

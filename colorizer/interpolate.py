@@ -14,7 +14,8 @@ are the child's. The child must be a fine-tune of the parent: same architecture 
 section), same tensor names and shapes, or a ModelLoadError names what differs. A child grown from
 its parent (``models.grown_state``: a ``unet_features`` fine-tune of a plain U-Net, or a fine-tune that
 grew a colour head) blends with the parent as it grew: the frozen ImageNet features unchanged, their
-projection and a grown colour head from zero (alpha x the child's).
+projection and a grown colour head from zero (alpha x the child's). A grown head's colours, the annealed
+mean of its logits, flatten toward grey as alpha falls: the parent had no head to blend toward.
 
 Writes an export folder (``generator.safetensors`` + ``config.json``) that the demo, ``evaluate``
 and ``train.init`` read like any other. Its config is the child's, with its lineage: ``parent`` as

@@ -154,7 +154,8 @@ GENERATORS = {"unet": UNet, "efficientnet_unet": EfficientUNet,
 GROWN_PARTS = {("unet", "unet_features"): "line_features."}
 # Any parent may also grow a colour head (model.colour_head): its 1x1 conv starts at zero, a uniform
 # distribution over the bins, while the regression image stays the parent's (issue 40: the bundled
-# model's features, read as a distribution over colours).
+# model's features, read as a distribution over colours). What is shown of a head model, the annealed
+# mean's colours (colour_bins.decoded), starts near grey, not as the parent.
 HEAD_PREFIX = "colour_head."
 
 
@@ -187,8 +188,8 @@ def growth_note(parent_model: dict, model: dict) -> str:
     notes = ([f"its {ours} grows into {theirs}: the new {GROWN_PARTS[ours, theirs]}* start as a new model's "
               f"(pretrained and frozen, joining at zero)"] if ours != theirs else [])
     if grown[1].get("colour_head") and not parent_model.get("colour_head"):
-        notes.append(f"it grows a colour head: the new {HEAD_PREFIX}* start at zero (a uniform distribution; "
-                     f"the regression image is the parent's)")
+        notes.append(f"it grows a colour head: the new {HEAD_PREFIX}* start at zero (a uniform distribution: "
+                     f"the regression image is the parent's, the shown colours start near grey)")
     return "; ".join(notes)
 
 

@@ -100,6 +100,8 @@ def test_any_parent_grows_a_colour_head_that_starts_at_zero_and_learns_at_lr_fea
     groups = parts.opt_g.param_groups
     assert [g["lr"] for g in groups] == [cfg.train.lr_g, pytest.approx(10 * cfg.train.lr_g)]
     assert {id(p) for p in groups[1]["params"]} == head and not head & {id(p) for p in groups[0]["params"]}
+    at_one = smoke_cfg(openmoji_small, tmp_path, "--model.colour_head=true", "--loss.colour_classes=1")
+    assert len(fresh_parts(at_one).opt_g.param_groups) == 1  # at 1 x the head stays in the main group, as before
     # grown, it cannot lose the head again
     grown = tmp_path / "grown"
     export_generator(grown, parts.generator.state_dict(), to_dict(cfg), 0, {}, "off", "grown")

@@ -117,8 +117,8 @@ def test_a_child_grown_from_its_parent_blends_with_the_parent_as_it_grew(models,
 
 
 def test_a_child_that_grew_a_colour_head_blends_it_from_zero(models, tmp_path):
-    """A fine-tune that grew a colour head: the rest blends, the head (zero in the grown parent) becomes
-    alpha x the child's, so the blend's distribution is the child's at a higher temperature."""
+    """A fine-tune that grew a colour head: the rest blends, and the head, zero in the grown parent,
+    becomes alpha x the child's."""
     root, parent_state, _ = models
     head_cfg = load_config(overrides=TINY + ["--model.colour_head=true", "--loss.colour_classes=1"])
     child_state = tiny_generator(head_cfg, seed=3).state_dict()
