@@ -158,6 +158,10 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up steps (cosine and linear schedules)
     grad_clip: float = 0.0  # clip the gradient norm of G and D to this (0 = off)
     ema_decay: float = 0.999  # EMA of the generator, used for validation and export
+    # the EMA's decay ramps up as min(ema_decay, (1 + n) / (10 + n)) over its n updates (TensorFlow's
+    # num_updates): for a fine-tune that grows a part at zero (train.init), whose EMA would otherwise keep
+    # about 30 % of that zero after 1,200 steps at 0.999 (a grown colour head's logits, so its colours, flattened)
+    ema_warmup: bool = False
     amp: str = "auto"  # auto (bf16, else fp16 on CUDA; fp32 on CPU) | bf16 | fp16 | fp32
     channels_last: bool = True  # memory format on CUDA
     compile: bool = False  # torch.compile the generator and discriminator

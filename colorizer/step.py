@@ -173,16 +173,20 @@ def make_optimizer(groups: list, train_cfg, device: torch.device) -> torch.optim
 
 
 @torch.no_grad()
-def update_ema(ema: AveragedModel, model: nn.Module, decay: float, ok: torch.Tensor) -> None:
+def update_ema(ema: AveragedModel, model: nn.Module, decay: float, ok: torch.Tensor, warmup: bool = False) -> None:
     """ema <- ema + (1 - decay) * ok * (model - ema) over parameters and float buffers, with
     ``foreach`` kernels and no host sync (``AveragedModel.update_parameters`` reads its step count on
     the host twice); ``ok`` (0-dim bool, on the device) False leaves the EMA as it is. Other buffers
-    are copied."""
+    are copied. ``warmup`` (train.ema_warmup): the decay is min(decay, (1 + n) / (10 + n)) after the
+    EMA's n updates so far."""
     pairs = [(e, m) for e, m in zip([*ema.module.parameters(), *ema.module.buffers()],
                                     [*model.parameters(), *model.buffers()])]
     floats = [(e, m) for e, m in pairs if e.is_floating_point()]
     if floats:
         ema_list, model_list = [e for e, _ in floats], [m for _, m in floats]
+        if warmup:  # 0-dim, on the device: no host sync
+            n = ema.n_averaged.to(ema_list[0].dtype)
+            decay = torch.clamp((1 + n) / (10 + n), max=decay)
         weight = ok.to(ema_list[0].dtype) * (1.0 - decay)  # 0-dim, on the device
         delta = torch._foreach_sub(model_list, ema_list)
         torch._foreach_mul_(delta, weight)
@@ -328,7 +332,7 @@ def train_step(parts: Parts, line: torch.Tensor, color: torch.Tensor, hints: Hin
     g_total = weighted_total(g_terms, cfg.loss)
     g_ok = _update(g_total, parts.opt_g, parts.generator, scaler, cfg.train.grad_clip)
     parts.discriminator.requires_grad_(True)
-    update_ema(parts.ema, parts.generator, cfg.train.ema_decay, g_ok)
+    update_ema(parts.ema, parts.generator, cfg.train.ema_decay, g_ok, cfg.train.ema_warmup)
     scaler.update()  # once per iteration, for both optimisers
     return StepResult(_detached(d_terms), _detached(g_terms), d_total.detach(), g_total.detach(),
                       real_logits.detach().float().mean(), fake_logits.detach().float().mean(), d_ok, g_ok)

@@ -116,6 +116,23 @@ def test_the_ema_update_is_the_averaged_models_lerp():
     assert all(torch.allclose(a, b) for a, b in zip(expected, parts.ema.module.parameters()))
 
 
+def test_the_ema_warmup_forgets_a_zero_start_that_the_plain_ema_keeps():
+    """train.ema_warmup: after 1,200 updates toward a constant, a part that started at zero keeps under
+    1 % of that start (decay ramping as (1 + n) / (10 + n)); at a fixed 0.999 it keeps 0.999^1200 = 30 %."""
+    kept = {}
+    for warmup in (False, True):
+        parts = build_parts(tiny(), CPU)
+        parts.ema.n_averaged.fill_(1)  # as train.init leaves it
+        with torch.no_grad():
+            for e, p in zip(parts.ema.module.parameters(), parts.generator.parameters()):
+                e.zero_(), p.fill_(1.0)
+        for _ in range(1200):
+            step.update_ema(parts.ema, parts.generator, 0.999, torch.tensor(True), warmup)
+        kept[warmup] = 1 - next(parts.ema.module.parameters()).mean().item()
+    assert kept[False] == pytest.approx(0.999 ** 1200, rel=1e-3)
+    assert kept[True] < 0.01
+
+
 def test_padded_inputs_train_and_export(tmp_path):
     from colorizer.checkpoint import export_generator
     from colorizer.config import to_dict
