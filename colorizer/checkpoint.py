@@ -43,6 +43,7 @@ EXPORT_CONFIG = "config.json"  # {"format", "config", "step", "metrics", "percep
 CONFIG_NOTES = ("perceptual_status", "parent", "interpolation", "data_credits")
 ARCHITECTURE_KEYS = ("model",)  # what a run started from another model's weights must share with it
 RESUME_KEYS = ("model", "data.size", "data.width", "data.crop", "data.root", "data.shares")  # ... and a resumed run
+DISPLAY_KEYS = ("model.colour_decode",)  # how a model shows its colours, not its shapes: free to differ in both
 
 
 class CheckpointError(RuntimeError):
@@ -384,6 +385,8 @@ def check_compatible(saved: dict, current: dict, path: Path, keys=RESUME_KEYS, a
     defaults = OmegaConf.to_container(OmegaConf.structured(Config))
 
     def compare(key, a, b, default):  # down to the leaves, so the message names model.base_channels, not "model"
+        if key in DISPLAY_KEYS:
+            return
         if isinstance(a, dict) and isinstance(b, dict):
             for sub in sorted(set(a) | set(b)):
                 old = default.get(sub) if isinstance(default, dict) else None

@@ -208,8 +208,9 @@ class AnnealedMean(nn.Module):
 
 
 def decoded(generator: nn.Module, model_cfg) -> nn.Module:
-    """``generator`` as its colours are shown: through ``AnnealedMean`` when it has a colour head."""
-    return AnnealedMean(generator) if model_cfg.colour_head else generator
+    """``generator`` as its colours are shown: through ``AnnealedMean`` when it has a colour head and
+    ``model.colour_decode`` is annealed; as it is otherwise (no head, or the regression shown)."""
+    return AnnealedMean(generator) if model_cfg.colour_head and model_cfg.colour_decode == "annealed" else generator
 
 
 def region_votes(log_probs: torch.Tensor, labels: np.ndarray, count: int) -> tuple:

@@ -46,6 +46,11 @@ class ModelConfig:
     # (its adapted stem learns at the full rate: experiments/RESULTS.md, "The Lite0 encoder's stem")
     decoder_hints: bool = False  # efficientnet_unet: the spatial hint also enters each decoder stride (2-16)
     colour_head: bool = False  # also predict a distribution over CIELAB ab bins (colour_bins.py; loss.colour_classes)
+    # how a model with a colour head shows its colours (the demo, the CLI, validation, evaluate): annealed (the
+    # head's annealed mean for hue, the regression's lightness) | regression (the regression output alone: the
+    # head is an auxiliary loss, and still votes per shape in flat fills and gives suggestions). Not architecture:
+    # it may differ between a parent and its fine-tune (checkpoint.DISPLAY_KEYS)
+    colour_decode: str = "annealed"
     depth: int = 6  # number of 2x downsamplings; H and W must be divisible by 2**depth
     base_channels: int = 64  # width of the first encoder block, doubled per level
     max_channels: int = 512  # cap on the width of deep blocks
@@ -283,6 +288,7 @@ _CHOICES = {
     "model.norm": ("batch", "instance", "group", "none"),
     "model.disc_norm": ("batch", "instance", "group", "none"),
     "model.upsample": ("resize", "transpose"),
+    "model.colour_decode": ("annealed", "regression"),
     "hints.placement": ("color", "uniform"),
     "loss.gan": ("bce", "lsgan", "hinge"),
     "loss.recon": ("mse", "l1"),

@@ -123,15 +123,27 @@ def scores(pred: torch.Tensor, color: torch.Tensor, region: torch.Tensor, hints=
 
 @torch.no_grad()
 def set_decode(model: Colorizer, args) -> Colorizer:
-    """--colour-decode and --temperature on ``model``'s generator when it has a colour head."""
+    """--colour-decode (default: the model's own model.colour_decode) and --temperature on ``model``'s
+    generator when it has a colour head."""
     if args.temperature <= 0:
         raise SystemExit(f"error: --temperature={args.temperature} must be > 0")
-    if isinstance(model.generator, AnnealedMean):
-        if args.colour_decode == "regression":
-            model.generator = model.generator.network
-        else:
-            model.generator.temperature = args.temperature
+    network = model.generator.network if isinstance(model.generator, AnnealedMean) else model.generator
+    choice = args.colour_decode or model.config.model.colour_decode
+    if model.has_head and choice == "annealed":
+        model.generator = AnnealedMean(network, args.temperature)
+    else:
+        model.generator = network
     return model
+
+
+def decode_note(model: Colorizer) -> dict:
+    """How ``model``'s colours were scored, for the report: {} without a colour head, else
+    {"colour_decode": "annealed" (with "temperature") or "regression"}."""
+    if not model.has_head:
+        return {}
+    if isinstance(model.generator, AnnealedMean):
+        return {"colour_decode": "annealed", "temperature": model.generator.temperature}
+    return {"colour_decode": "regression"}
 
 
 def predict(generator, line: torch.Tensor, hints, autocast=None) -> torch.Tensor:
@@ -514,9 +526,10 @@ def main(argv=None) -> int:
     parser.add_argument("--stroke-tolerances", nargs="+", type=float, default=[],
                         help="with --protocol hint-auc: also the default path with the painted strokes at each "
                              "of these CIE76 ΔE tolerances (strokes.STROKE_TOLERANCE), one row each")
-    parser.add_argument("--colour-decode", default="annealed", choices=("annealed", "regression"),
+    parser.add_argument("--colour-decode", default=None, choices=("annealed", "regression"),
                         help="a model with a colour head (model.colour_head): its colours by the annealed mean "
-                             "(as the demo shows them) or its regression output alone")
+                             "or its regression output alone (default: as the model shows them, its "
+                             "model.colour_decode)")
     parser.add_argument("--temperature", type=float, default=TEMPERATURE,
                         help="the annealed mean's temperature (1 = the mean, towards 0 = the mode)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -561,7 +574,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     report = reports[0]
-    report["checkpoint"] = str(args.checkpoint)
+    report.update({"checkpoint": str(args.checkpoint), **decode_note(model)})
     if args.only_size:
         report.update({"also": reports[1:]} if len(reports) > 1 else {})
         out.write_text(json.dumps(report, indent=2))
@@ -604,7 +617,8 @@ def main_hint_auc(args, out: Path) -> int:
     except (FileNotFoundError, ValueError, ModelLoadError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    report = {**reports[0], "checkpoint": str(args.checkpoint), **({"also": reports[1:]} if len(reports) > 1 else {})}
+    report = {**reports[0], "checkpoint": str(args.checkpoint), **decode_note(model),
+              **({"also": reports[1:]} if len(reports) > 1 else {})}
     out.write_text(json.dumps(report, indent=2))
     for r in reports:
         print(hint_auc.markdown(r["methods"], r["data"], r["split"]) + "\n")

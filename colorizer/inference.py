@@ -221,7 +221,7 @@ class Colorizer:
         self.box = tuple(int(v) for v in image_size(config.data))  # (H, W) the model was trained at
         self.multiple = 2 ** int(config.model.depth)
         self.palette_size = int(config.model.palette_size)
-        self.has_head = bool(config.model.colour_head)  # a colour head: annealed-mean colours, the vote per shape
+        self.has_head = bool(config.model.colour_head)  # the vote per shape, suggestions; shown: model.colour_decode
         self._lock = threading.Lock()  # one forward at a time: BatchNorm/cuDNN state is shared
 
     # ---------------------------------------------------------------- loading

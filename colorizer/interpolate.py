@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import ModelLoadError, ParentModel, export_generator, read_parent
+from .checkpoint import DISPLAY_KEYS, ModelLoadError, ParentModel, export_generator, read_parent
 from .data import data_credits, inherited_credits
 from .models import grown_state
 
@@ -60,7 +60,8 @@ def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: 
     parent_weights = parent.generator_ema
     if grown is not None:  # a grown child: the parent as the child's architecture, new parts at zero
         parent_weights, ours = grown
-    differing = sorted(f"model.{k}" for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    differing = sorted(f"model.{k}" for k in set(ours) | set(theirs)
+                       if ours.get(k) != theirs.get(k) and f"model.{k}" not in DISPLAY_KEYS)
     if differing:
         raise ModelLoadError(f"the parent and the child have different architectures ({', '.join(differing)}): "
                              f"blend a fine-tune with the model it started from (its train.init)")

@@ -217,7 +217,7 @@ def test_split_gives_colours_drawn_side_by_side_without_a_line_their_own_vote():
 def test_a_model_with_a_colour_head_is_served_and_evaluated_by_its_distribution(tmp_path):
     from colorizer.checkpoint import export_generator
     from colorizer.config import to_dict
-    from colorizer.evaluate import set_decode
+    from colorizer.evaluate import decode_note, set_decode
     from colorizer.inference import Colorizer
 
     cfg = tiny("--data.size=64")
@@ -230,11 +230,41 @@ def test_a_model_with_a_colour_head_is_served_and_evaluated_by_its_distribution(
     for fill in (False, True, "split"):
         image = model.colorize(art, fill=fill)
         assert image.size == (80, 48)
-    args = type("Args", (), {"colour_decode": "annealed", "temperature": 0.2})()
-    assert set_decode(model, args).generator.temperature == 0.2
+    network = model.generator.network
+    args = type("Args", (), {"colour_decode": None, "temperature": 0.2})()  # None: as the model shows itself
+    assert set_decode(model, args).generator.temperature == 0.2 and model.generator.network is network
+    assert decode_note(model) == {"colour_decode": "annealed", "temperature": 0.2}
     args.colour_decode = "regression"
-    assert set_decode(model, args).generator is model.generator and not isinstance(model.generator, cb.AnnealedMean)
+    assert set_decode(model, args).generator is network and decode_note(model) == {"colour_decode": "regression"}
     assert model.colorize(art, fill=True).size == (80, 48)  # the vote still has the head's logits
+    args.colour_decode = "annealed"  # and back
+    assert set_decode(model, args).generator.network is network
+
+
+def test_a_head_model_can_show_its_regression_as_an_auxiliary_loss(tmp_path):
+    """model.colour_decode=regression: the head trains as an auxiliary loss; the demo, the CLI and
+    evaluate show the regression output, while fills still take the head's vote per shape."""
+    from colorizer.checkpoint import export_generator
+    from colorizer.config import to_dict
+    from colorizer.evaluate import decode_note, set_decode
+    from colorizer.inference import Colorizer
+
+    cfg = tiny("--data.size=64", "--model.colour_decode=regression")
+    generator = build_generator(cfg.model)
+    export_generator(tmp_path, generator.state_dict(), to_dict(cfg), 1, {}, "off", "aux")
+    model = Colorizer.load(tmp_path, device="cpu")
+    assert model.has_head and not isinstance(model.generator, cb.AnnealedMean)
+    line, _ = boxes(48, 80)
+    line_t = torch.from_numpy(line).float()[None, None] / 127.5 - 1
+    zeros = torch.zeros(1, 4, 48, 80), torch.zeros(1, 8, 3), torch.zeros(1, 8)
+    image = model.generator(line_t, *zeros)
+    torch.testing.assert_close(image, generator.eval()(line_t, *zeros))  # the regression output itself
+    assert model.colorize(Image.fromarray(line), fill=True).size == (80, 48)
+    args = type("Args", (), {"colour_decode": None, "temperature": 0.38})()
+    set_decode(model, args)
+    assert decode_note(model) == {"colour_decode": "regression"} and not isinstance(model.generator, cb.AnnealedMean)
+    with pytest.raises(ConfigError, match="model.colour_decode='mode' is not one of annealed, regression"):
+        tiny("--model.colour_decode=mode")
 
 
 def test_suggestions_are_the_likeliest_bins_at_the_point(tmp_path):

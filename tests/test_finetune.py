@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from colorizer.checkpoint import CheckpointError, export_generator, read_parent
+from colorizer.colour_bins import AnnealedMean
 from colorizer.config import to_dict
 from colorizer.inference import Colorizer
 from colorizer.runtime import DistInfo
@@ -78,10 +79,12 @@ def test_any_parent_grows_a_colour_head_that_starts_at_zero_and_learns_at_lr_fea
                                                                                        tmp_path, capsys):
     """model.colour_head from a parent without one (issue 40: the bundled model's features read as a
     distribution): the parent's weights load, the head starts at zero (uniform over the bins), the
-    regression image is the parent's, and the head is in train.lr_features' group; a head cannot be dropped."""
+    regression image is the parent's, and the head is in train.lr_features' group; a head cannot be dropped.
+    How the child shows its colours (model.colour_decode, here its regression) is no architecture: it may differ."""
     export = parent_run / "export"
     cfg = smoke_cfg(openmoji_small, tmp_path, "--model.colour_head=true", "--loss.colour_classes=1",
-                    "--train.lr_features=10")
+                    "--train.lr_features=10", "--model.colour_decode=regression")
+    assert read_parent(export).config["model"]["colour_decode"] == "annealed"
     parts = fresh_parts(cfg)
     assert parts.generator.colour_head.weight.abs().sum() > 0  # a fresh head is random
     parent = read_parent(export)
@@ -105,6 +108,8 @@ def test_any_parent_grows_a_colour_head_that_starts_at_zero_and_learns_at_lr_fea
     # grown, it cannot lose the head again
     grown = tmp_path / "grown"
     export_generator(grown, parts.generator.state_dict(), to_dict(cfg), 0, {}, "off", "grown")
+    shown = Colorizer.load(grown)  # model.colour_decode=regression: the regression output is what it shows
+    assert shown.has_head and not isinstance(shown.generator, AnnealedMean)
     plain = smoke_cfg(openmoji_small, tmp_path)
     with pytest.raises(CheckpointError, match="model.colour_head: checkpoint True vs now False"):
         init_from(read_parent(grown), str(grown), fresh_parts(plain), to_dict(plain), DistInfo())

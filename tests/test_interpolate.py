@@ -118,9 +118,11 @@ def test_a_child_grown_from_its_parent_blends_with_the_parent_as_it_grew(models,
 
 def test_a_child_that_grew_a_colour_head_blends_it_from_zero(models, tmp_path):
     """A fine-tune that grew a colour head: the rest blends, and the head, zero in the grown parent,
-    becomes alpha x the child's."""
+    becomes alpha x the child's. The child shows its regression (model.colour_decode, no architecture:
+    the parent's default differs), and so does the blend."""
     root, parent_state, _ = models
-    head_cfg = load_config(overrides=TINY + ["--model.colour_head=true", "--loss.colour_classes=1"])
+    head_cfg = load_config(overrides=TINY + ["--model.colour_head=true", "--loss.colour_classes=1",
+                                             "--model.colour_decode=regression"])
     child_state = tiny_generator(head_cfg, seed=3).state_dict()
     export_generator(tmp_path / "head", child_state, to_dict(head_cfg), step=5, metrics={}, perceptual="off",
                      run_name="head")
@@ -128,6 +130,7 @@ def test_a_child_that_grew_a_colour_head_blends_it_from_zero(models, tmp_path):
                  "--out", str(tmp_path / "blend")]) == 0
     stored = read_generator(tmp_path / "blend").weights
     assert set(stored) == set(child_state) and stored["colour_head.weight"].abs().sum() > 0
+    assert Colorizer.load(tmp_path / "blend").config.model.colour_decode == "regression"
     for name, value in stored.items():
         parent_value = torch.zeros_like(child_state[name]) if name.startswith("colour_head.") else parent_state[name]
         expected = 0.5 * parent_value + 0.5 * child_state[name] if torch.is_floating_point(value) else child_state[name]
