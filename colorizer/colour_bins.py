@@ -207,10 +207,12 @@ class AnnealedMean(nn.Module):
         return (image, head) if logits else image
 
 
-def decoded(generator: nn.Module, model_cfg) -> nn.Module:
-    """``generator`` as its colours are shown: through ``AnnealedMean`` when it has a colour head and
-    ``model.colour_decode`` is annealed; as it is otherwise (no head, or the regression shown)."""
-    return AnnealedMean(generator) if model_cfg.colour_head and model_cfg.colour_decode == "annealed" else generator
+def decoded(generator: nn.Module, model_cfg, decode: str | None = None, temperature: float = TEMPERATURE) -> nn.Module:
+    """``generator`` (the bare network) as its colours are shown: through ``AnnealedMean`` at ``temperature``
+    when it has a colour head and ``decode`` (default: its ``model.colour_decode``) is annealed; as it is
+    otherwise (no head, or the regression shown)."""
+    annealed = model_cfg.colour_head and (decode or model_cfg.colour_decode) == "annealed"
+    return AnnealedMean(generator, temperature) if annealed else generator
 
 
 def region_votes(log_probs: torch.Tensor, labels: np.ndarray, count: int) -> tuple:

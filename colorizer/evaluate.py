@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .colour_bins import TEMPERATURE, AnnealedMean
+from .colour_bins import TEMPERATURE, AnnealedMean, decoded
 from .config import image_size
 from .data import PairDataset, mean_color, mix_shares, read_report, train_sizes
 from .extra_metrics import ExtraMetrics
@@ -128,11 +128,7 @@ def set_decode(model: Colorizer, args) -> Colorizer:
     if args.temperature <= 0:
         raise SystemExit(f"error: --temperature={args.temperature} must be > 0")
     network = model.generator.network if isinstance(model.generator, AnnealedMean) else model.generator
-    choice = args.colour_decode or model.config.model.colour_decode
-    if model.has_head and choice == "annealed":
-        model.generator = AnnealedMean(network, args.temperature)
-    else:
-        model.generator = network
+    model.generator = decoded(network, model.config.model, args.colour_decode, args.temperature)
     return model
 
 
