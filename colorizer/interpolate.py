@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import DISPLAY_KEYS, ModelLoadError, ParentModel, export_generator, read_parent
+from .checkpoint import (ARCHITECTURE_KEYS, CheckpointError, ModelLoadError, ParentModel, check_compatible,
+                         export_generator, read_parent)
 from .data import data_credits, inherited_credits
 from .models import grown_state
 
@@ -60,11 +61,12 @@ def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: 
     parent_weights = parent.generator_ema
     if grown is not None:  # a grown child: the parent as the child's architecture, new parts at zero
         parent_weights, ours = grown
-    differing = sorted(f"model.{k}" for k in set(ours) | set(theirs)
-                       if ours.get(k) != theirs.get(k) and f"model.{k}" not in DISPLAY_KEYS)
-    if differing:
-        raise ModelLoadError(f"the parent and the child have different architectures ({', '.join(differing)}): "
-                             f"blend a fine-tune with the model it started from (its train.init)")
+    try:  # a key the older model's config lacks holds its default; DISPLAY_KEYS may differ
+        check_compatible({"model": ours}, {"model": theirs}, Path(parent.record["path"]), keys=ARCHITECTURE_KEYS,
+                         advice=f"(the parent's value vs the child's) {child.record['path']} is no fine-tune of it: "
+                                f"blend a fine-tune with the model it started from (its train.init).")
+    except CheckpointError as err:
+        raise ModelLoadError(f"the parent and the child have different architectures: {err}") from None
     weights = blend(parent_weights, child.generator_ema, alpha)
     config = {**child.config, "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record},
               "data_credits": data_credits((), inherited_credits(parent.config, parent.record)

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from colorizer.checkpoint import ModelLoadError, export_generator, read_generator, read_parent
 from colorizer.config import load_config, to_dict
 from colorizer.inference import Colorizer
-from colorizer.interpolate import blend, main
+from colorizer.interpolate import blend, interpolate, main
 from test_inference import TINY, tiny_generator
 
 
@@ -90,6 +90,26 @@ def test_cli_refuses_a_child_of_another_architecture_and_a_missing_model(models,
     assert main(args + ["--child", str(tmp_path / "nowhere")]) == 2
     assert "no model at" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_parent_older_than_a_model_setting_blends_when_the_child_holds_its_default(models, tmp_path):
+    """models/demo predates model.decoder_hints and model.encoder_lr: its config lacks them, which
+    means their defaults, not another architecture."""
+    root, _, _ = models
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = json.loads((root / "parent" / "config.json").read_text())
+    for key in ("decoder_hints", "encoder_lr"):
+        del meta["config"]["model"][key]
+    (old / "config.json").write_text(json.dumps(meta))
+    (old / "generator.safetensors").write_bytes((root / "parent" / "generator.safetensors").read_bytes())
+    assert main(["--parent", str(old), "--child", str(root / "child"), "--alpha", "0.5",
+                 "--out", str(tmp_path / "blend")]) == 0
+    meta["config"]["model"]["encoder_lr"] = 0.5  # a key the older model holds, at another value, still differs
+    (old / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match=r"model\.encoder_lr: checkpoint 0\.5 vs now 0\.1"):
+        interpolate(read_parent(old), read_parent(root / "child"), 0.5, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_child_grown_from_its_parent_blends_with_the_parent_as_it_grew(models, tmp_path):
