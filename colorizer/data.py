@@ -157,6 +157,18 @@ def cache_fits(pairs: int, size: tuple, copies: int = 1) -> bool:
     return available is None or pairs * 4 * size[0] * size[1] * copies <= available // 2
 
 
+def take(records: list, max_items: int = 0, spread: bool = False) -> list:
+    """The first ``max_items`` of ``records`` (0 or more than there are: all of them), or with ``spread``
+    that many spread evenly over them (the i-th of n is record floor(i * len / n)). A manifest lists a
+    split by name, so its first items are one kind of drawing (OpenMoji's val split opens with some 60
+    flags, its test split with some 40): a subsample that stands for the split is a spread one."""
+    if not max_items or max_items >= len(records):
+        return list(records)
+    if not spread:
+        return records[:max_items]
+    return [records[i * len(records) // max_items] for i in range(max_items)]
+
+
 class PairDataset(Dataset):
     """One split of a prepared folder.
 
@@ -176,13 +188,11 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, root, split: str, size=(256, 256), cache: bool = True, max_items: int = 0,
-                 cache_copies: int = 1, scribbles: bool = False):
+                 cache_copies: int = 1, scribbles: bool = False, spread: bool = False):
         self.root, self.split = Path(root), split
         self.size = (int(size[0]), int(size[1]))
         self.cache = cache
-        self.records = read_manifest(self.root, split)
-        if max_items:
-            self.records = self.records[:max_items]
+        self.records = take(read_manifest(self.root, split), max_items, spread)
         for record in self.records:
             for key in ("line", "color"):
                 if not (self.root / record[key]).is_file():

@@ -165,14 +165,15 @@ def predict_modes(generator, sampler: HintSampler, line, color, seed: int, place
 def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=None, placement: str = PLACEMENT,
                  shape: str = "patch", batch_size: int = 16, max_items: int = 0, seed: int = 0, cache: bool = False,
                  curve: bool = False, baselines: bool = False, extra: ExtraMetrics | None = None,
-                 progress: bool = False) -> tuple:
+                 progress: bool = False, spread: bool = False) -> tuple:
     """Run ``generator`` (eval mode, on ``device``; ``cfg`` its Config) over ``split`` of the prepared
     folder ``root`` at the training size. Returns (Accumulator with keys "modes/MODE/METRIC", and with
     ``curve`` "curve/N/METRIC", with ``baselines`` "baselines/NAME/METRIC"; the shape sums
     (``Accumulator.shapes``) under "modes/MODE" and "baselines/NAME"; [(hintless colour-region
     PSNR, dataset index)] per image; the dataset). ``extra`` (LPIPS, FID) sees the hintless predictions.
+    ``max_items`` pairs (0 = all): the first ones, or with ``spread`` spread over the split (``data.take``).
     EmptySplitError when the split has no pairs."""
-    dataset = PairDataset(root, split, size=image_size(cfg.data), cache=cache, max_items=max_items)
+    dataset = PairDataset(root, split, size=image_size(cfg.data), cache=cache, max_items=max_items, spread=spread)
     if len(dataset) == 0:
         raise EmptySplitError(f"the {split} split of {root} is empty (see {Path(root) / 'report.json'})")
     sampler = HintSampler(cfg.hints, cfg.model.palette_size)
@@ -209,7 +210,7 @@ def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=Non
 
 def validate(cfg, generator, roots: list, device, autocast) -> dict:
     """Validation during training: the per-mode table on the val split of each prepared folder in
-    ``roots`` (``train.val_items`` pairs each), as keys like ``val/none/psnr_color`` and
+    ``roots`` (``train.val_items`` pairs each, spread over the split: ``data.take``), as keys like ``val/none/psnr_color`` and
     ``val/spatial/hint_error``; {} when every split is empty.
 
     A mix (several folders) adds each folder's own table under its name, ``val/NAME/none/psnr_color``,
@@ -236,7 +237,7 @@ def validate_folder(cfg, generator, root: Path, device, autocast) -> dict:
     try:
         acc, _, _ = run_protocol(generator, cfg, root, "val", device, autocast=autocast,
                                  batch_size=cfg.train.batch_size, max_items=cfg.train.val_items or cfg.data.max_items,
-                                 seed=cfg.train.seed, cache=cfg.data.cache)
+                                 seed=cfg.train.seed, cache=cfg.data.cache, spread=True)
     except EmptySplitError:
         return {}
     table = {f"val/{key.split('/', 1)[1]}": acc.mean(key) for key in acc.sums
@@ -248,7 +249,7 @@ def validate_folder(cfg, generator, root: Path, device, autocast) -> dict:
 
 def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str = PLACEMENT, batch_size: int = 16,
              max_items: int = 0, seed: int = 0, worst: int = 8, gallery: Path | None = None,
-             extra: ExtraMetrics | None = None, shape: str = "patch") -> dict:
+             extra: ExtraMetrics | None = None, shape: str = "patch", spread: bool = False) -> dict:
     """Metrics of ``model`` on ``split`` of the prepared folder ``root`` (at the model's training size)
     and of the two trivial baselines; a JSON-ready dict. Hints are clean and seeded per batch, so
     the same model, data, seed and batch size give the same numbers. ``extra`` (LPIPS, FID) is reset,
@@ -258,10 +259,10 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
         extra.reset()
     acc, per_image, dataset = run_protocol(generator, cfg, root, split, device, placement=placement, shape=shape,
                                            batch_size=batch_size, max_items=max_items, seed=seed, curve=True,
-                                           baselines=True, extra=extra, progress=True)
+                                           baselines=True, extra=extra, progress=True, spread=spread)
     report = {
         "data": str(root), "lines": line_style(root),
-        "split": split, "items": len(dataset), "size": list(dataset.size), "placement": placement, "shape": shape,
+        "split": split, "items": len(dataset), "spread": spread, "size": list(dataset.size), "placement": placement, "shape": shape,
         "seed": seed,
         "batch_size": batch_size, "step": model.step, "run_name": model.run_name, "modes": {}, "baselines": {},
         "hint_curve": [],
@@ -322,7 +323,7 @@ def hint_layer(sampler: HintSampler, color: torch.Tensor, patches: int, seed: in
 @torch.no_grad()
 def full_resolution(model: Colorizer, root: Path, split: str, size: int, max_items: int = 0,
                     paths=tuple(FULL_RES_PATHS), patches=FULL_RES_PATCHES, seed: int = 0,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, spread: bool = False) -> dict:
     """Colourings of ``split`` at ``size`` x ``size`` px through ``Colorizer.colorize``, as a user
     gets them, by each of ``paths`` (FULL_RES_PATHS), hintless and with each count of ``patches``
     (``hint_layer``, seeded per image): METRICS over the target and ``line_error`` (how much
@@ -337,7 +338,7 @@ def full_resolution(model: Colorizer, root: Path, split: str, size: int, max_ite
     unknown = sorted(set(paths) - set(FULL_RES_PATHS))
     if unknown:
         raise ValueError(f"unknown full-resolution path(s) {', '.join(unknown)}: choose from {', '.join(FULL_RES_PATHS)}")
-    dataset = PairDataset(root, split, size=(size, size), cache=False, max_items=max_items)
+    dataset = PairDataset(root, split, size=(size, size), cache=False, max_items=max_items, spread=spread)
     if len(dataset) == 0:
         raise EmptySplitError(f"the {split} split of {root} is empty (see {Path(root) / 'report.json'})")
     sampler = HintSampler(model.config.hints, model.config.model.palette_size)
@@ -530,6 +531,9 @@ def main(argv=None) -> int:
                         help="the annealed mean's temperature (1 = the mean, towards 0 = the mode)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-items", type=int, default=0, help="only the first N pairs (0 = all)")
+    parser.add_argument("--spread", action="store_true",
+                        help="with --max-items: N pairs spread evenly over the split, not the first N (a "
+                             "split is listed by name: OpenMoji's opens with flags); --protocol ours only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worst", type=int, default=8, help="K worst samples (hintless colour-region PSNR)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
@@ -544,6 +548,9 @@ def main(argv=None) -> int:
         parser.error("--only-size needs --size N")
     if args.size < 0 or any(n < 0 for n in args.size_hints):
         parser.error("--size and --size-hints must be >= 0")
+    if args.spread and args.protocol == "hint-auc":
+        parser.error("--spread is for --protocol ours: Hint-AUC's published protocol scores the first "
+                     "--max-items images, so its numbers compare with the field's")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     curve_png, worst_png = out.with_name(out.stem + "_curve.png"), out.with_name(out.stem + "_worst.png")
@@ -561,11 +568,11 @@ def main(argv=None) -> int:
             else:
                 reports.append(evaluate(model, Path(data), args.split, args.placement, args.batch_size,
                                         args.max_items, args.seed, args.worst, gallery=gallery, extra=extra,
-                                        shape=args.hint_shape))
+                                        shape=args.hint_shape, spread=args.spread))
             if args.size:
                 reports[-1]["full_resolution"] = full_resolution(model, Path(data), args.split, args.size,
                                                                  args.max_items, args.size_paths, args.size_hints,
-                                                                 args.seed)
+                                                                 args.seed, spread=args.spread)
     except (FileNotFoundError, ValueError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from PIL import Image
 
 from colorizer.config import DataConfig, load_config
 from colorizer import data as data_module
-from colorizer.data import PairDataset, ensure_dataset, make_train_stream, mean_color
+from colorizer.data import PairDataset, ensure_dataset, make_train_stream, mean_color, take
 from colorizer.runtime import DistInfo
 from colorizer.step import build_parts, prepare_inputs
 
@@ -57,6 +57,17 @@ def test_items_have_the_requested_non_square_shape_and_range(tmp_path):
         assert item[key].min() >= -1 and item[key].max() <= 1
     assert item["line"].max() == 1 and item["line"].min() < 0  # white paper, a dark mark
     assert item["index"] == 3
+
+
+def test_a_subsample_is_the_first_items_or_spread_over_the_split(tmp_path):
+    records = list(range(10))
+    assert take(records, 0) == take(records, 12, spread=True) == records
+    assert take(records, 4) == [0, 1, 2, 3]
+    assert take(records, 4, spread=True) == [0, 2, 5, 7]
+    assert take(records, 10, spread=True) == records
+    root = make_dataset(tmp_path / "d", splits=("val",) * 9)
+    ids = [r["id"] for r in PairDataset(root, "val", size=(32, 48), max_items=3, spread=True).records]
+    assert ids == ["p0", "p3", "p6"]
 
 
 def stream_cfg(root: Path, *extra: str):

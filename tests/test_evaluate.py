@@ -10,6 +10,7 @@ import torch
 from colorizer import evaluate as ev
 from colorizer.checkpoint import export_generator
 from colorizer.config import load_config, to_dict
+from colorizer.data import PairDataset
 from colorizer.inference import Colorizer
 from colorizer.models import build_generator
 
@@ -109,6 +110,37 @@ def test_command_line_writes_json_plot_gallery_and_a_markdown_table(openmoji_sma
     assert (out.parent / "report_worst.png").stat().st_size > 100
     printed = capsys.readouterr().out
     assert "| model, none |" in printed and "| baseline: line art |" in printed and "| 50 |" in printed
+
+
+def test_spread_scores_pairs_from_across_the_split_and_says_so(openmoji_small, tmp_path, capsys):
+    """--spread with --max-items: N pairs spread over the split, not the first N (validation's way);
+    refused for Hint-AUC, whose published protocol takes the first N."""
+    model = tiny_model()
+    first = ev.evaluate(model, openmoji_small, "test", max_items=6, batch_size=6, worst=6)
+    spread = ev.evaluate(model, openmoji_small, "test", max_items=6, batch_size=6, worst=6, spread=True)
+    assert first["items"] == spread["items"] == 6 and (first["spread"], spread["spread"]) == (False, True)
+    ids = [r["id"] for r in PairDataset(openmoji_small, "test").records]
+    assert {w["id"] for w in first["worst"]} == set(ids[:6])
+    assert {w["id"] for w in spread["worst"]} == {ids[i * len(ids) // 6] for i in range(6)} != set(ids[:6])
+    with pytest.raises(SystemExit):
+        ev.main(["--checkpoint", "x", "--data", str(openmoji_small), "--out", str(tmp_path / "r.json"),
+                 "--protocol", "hint-auc", "--max-items", "4", "--spread"])
+    assert "--spread is for --protocol ours" in capsys.readouterr().err
+
+
+def test_validation_reads_its_val_items_spread_over_the_split(openmoji_small, monkeypatch):
+    read = []
+
+    class Spy(PairDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            read.append([r["id"] for r in self.records])
+
+    monkeypatch.setattr(ev, "PairDataset", Spy)
+    cfg = load_config(overrides=TINY + ["--train.val_items=5", "--train.batch_size=5"])
+    table = ev.validate_folder(cfg, tiny_model().generator.eval(), openmoji_small, torch.device("cpu"), None)
+    ids = [r["id"] for r in PairDataset(openmoji_small, "val").records]
+    assert read == [[ids[i * len(ids) // 5] for i in range(5)]] and not math.isnan(table["val/none/psnr_color"])
 
 
 def test_several_datasets_are_evaluated_and_compared_side_by_side(openmoji_small, tmp_path, capsys):
