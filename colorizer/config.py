@@ -284,11 +284,13 @@ def parse_cli(argv: Sequence[str]) -> Config:
     return load_config(experiment, rest)
 
 
+COLOUR_DECODES = ("annealed", "regression")  # model.colour_decode: what a model with a colour head shows
+
 _CHOICES = {
     "model.norm": ("batch", "instance", "group", "none"),
     "model.disc_norm": ("batch", "instance", "group", "none"),
     "model.upsample": ("resize", "transpose"),
-    "model.colour_decode": ("annealed", "regression"),
+    "model.colour_decode": COLOUR_DECODES,
     "hints.placement": ("color", "uniform"),
     "loss.gan": ("bce", "lsgan", "hinge"),
     "loss.recon": ("mse", "l1"),

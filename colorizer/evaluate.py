@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .colour_bins import TEMPERATURE, AnnealedMean, decoded
-from .config import image_size
+from .config import COLOUR_DECODES, image_size
 from .data import PairDataset, mean_color, mix_shares, read_report, train_sizes
 from .extra_metrics import ExtraMetrics
 from .hints import MODES, HintMode, HintSampler, clean_hints, color_region
@@ -523,7 +523,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stroke-tolerances", nargs="+", type=float, default=[],
                         help="with --protocol hint-auc: also the default path with the painted strokes at each "
                              "of these CIE76 ΔE tolerances (strokes.STROKE_TOLERANCE), one row each")
-    parser.add_argument("--colour-decode", default=None, choices=("annealed", "regression"),
+    parser.add_argument("--colour-decode", default=None, choices=COLOUR_DECODES,
                         help="a model with a colour head (model.colour_head): its colours by the annealed mean "
                              "or its regression output alone (default: as the model shows them, its "
                              "model.colour_decode)")

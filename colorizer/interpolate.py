@@ -15,7 +15,8 @@ section), same tensor names and shapes, or a ModelLoadError names what differs. 
 its parent (``models.grown_state``: a ``unet_features`` fine-tune of a plain U-Net, or a fine-tune that
 grew a colour head) blends with the parent as it grew: the frozen ImageNet features unchanged, their
 projection and a grown colour head from zero (alpha x the child's). A grown head's colours, the annealed
-mean of its logits, flatten toward grey as alpha falls: the parent had no head to blend toward.
+mean of its logits, flatten toward grey as alpha falls: the parent had no head to blend toward
+(``--colour-decode regression`` shows the blend's regression output instead).
 
 Writes an export folder (``generator.safetensors`` + ``config.json``) that the demo, ``evaluate``
 and ``train.init`` read like any other. Its config is the child's, with its lineage: ``parent`` as
@@ -32,6 +33,7 @@ import torch
 
 from .checkpoint import (ARCHITECTURE_KEYS, CheckpointError, ModelLoadError, ParentModel, check_compatible,
                          export_generator, read_parent)
+from .config import COLOUR_DECODES
 from .data import data_credits, inherited_credits
 from .models import grown_state
 
@@ -54,8 +56,10 @@ def blend(parent: dict, child: dict, alpha: float) -> dict:
             for k, v in child.items()}
 
 
-def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: Path) -> Path:
-    """Blend ``child``'s EMA generator toward ``parent``'s (``blend``) and export it to ``out_dir``."""
+def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: Path,
+                colour_decode: str | None = None) -> Path:
+    """Blend ``child``'s EMA generator toward ``parent``'s (``blend``) and export it to ``out_dir``, showing
+    its colours by ``colour_decode`` (``model.colour_decode``; default: the child's)."""
     ours, theirs = parent.config.get("model", {}), child.config.get("model", {})
     grown = grown_state(parent.generator_ema, ours, theirs, child.generator_ema)
     parent_weights = parent.generator_ema
@@ -68,7 +72,11 @@ def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: 
     except CheckpointError as err:
         raise ModelLoadError(f"the parent and the child have different architectures: {err}") from None
     weights = blend(parent_weights, child.generator_ema, alpha)
-    config = {**child.config, "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record},
+    if colour_decode is not None and colour_decode not in COLOUR_DECODES:
+        raise ValueError(f"colour_decode={colour_decode!r}: choose one of {', '.join(COLOUR_DECODES)}")
+    model = {**theirs, **({"colour_decode": colour_decode} if colour_decode else {})}
+    config = {**child.config, "model": model,
+              "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record},
               "data_credits": data_credits((), inherited_credits(parent.config, parent.record)
                                            + inherited_credits(child.config, child.record))}
     name = f"{child.record['run_name']}-alpha{alpha:g}"
@@ -84,9 +92,14 @@ def main(argv=None) -> int:
     parser.add_argument("--alpha", type=float, required=True,
                         help="the child's weight in [0, 1]: 0 is the parent, 1 the fine-tune; choose it on val")
     parser.add_argument("--out", required=True, help="the export folder to write")
+    parser.add_argument("--colour-decode", choices=COLOUR_DECODES, default=None,
+                        help="model.colour_decode of the blend (default: the child's); a head grown in the "
+                             "child blends from zero, so its annealed colours flatten as alpha falls: "
+                             "regression shows the blended network's own colours")
     args = parser.parse_args(argv)
     try:
-        out = interpolate(read_parent(args.parent), read_parent(args.child), args.alpha, Path(args.out))
+        out = interpolate(read_parent(args.parent), read_parent(args.child), args.alpha, Path(args.out),
+                          args.colour_decode)
     except (FileNotFoundError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -155,3 +155,21 @@ def test_a_child_that_grew_a_colour_head_blends_it_from_zero(models, tmp_path):
         parent_value = torch.zeros_like(child_state[name]) if name.startswith("colour_head.") else parent_state[name]
         expected = 0.5 * parent_value + 0.5 * child_state[name] if torch.is_floating_point(value) else child_state[name]
         assert torch.allclose(value.float(), expected.float(), atol=1e-6), name
+
+
+def test_colour_decode_sets_how_the_blend_shows_its_colours_and_keeps_the_weights(models, tmp_path):
+    """A head child that shows its head (annealed, the default): --colour-decode regression makes the
+    blend show its network's own colours; the weights are the same blend either way."""
+    root, _, _ = models
+    head_cfg = load_config(overrides=TINY + ["--model.colour_head=true", "--loss.colour_classes=1"])
+    export_generator(tmp_path / "head", tiny_generator(head_cfg, seed=3).state_dict(), to_dict(head_cfg), step=5,
+                     metrics={}, perceptual="off", run_name="head")
+    common = ["--parent", str(root / "parent"), "--child", str(tmp_path / "head"), "--alpha", "0.5"]
+    assert main(common + ["--out", str(tmp_path / "kept")]) == 0
+    assert main(common + ["--out", str(tmp_path / "shown"), "--colour-decode", "regression"]) == 0
+    assert Colorizer.load(tmp_path / "kept").config.model.colour_decode == "annealed"
+    assert Colorizer.load(tmp_path / "shown").config.model.colour_decode == "regression"
+    assert (tmp_path / "kept" / "generator.safetensors").read_bytes() == \
+        (tmp_path / "shown" / "generator.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="colour_decode='mode'"):
+        interpolate(read_parent(root / "parent"), read_parent(tmp_path / "head"), 0.5, tmp_path / "x", "mode")
