@@ -1,9 +1,11 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from colorizer.checkpoint import ARCHITECTURE_KEYS, check_compatible
 from colorizer.config import ConfigError, choose_experiment, from_dict, load_config, parse_cli, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +90,17 @@ def test_every_experiment_file_loads(path):
     text = path.read_text()
     assert text.startswith("#") and "python train.py" in text  # says what it tests and how to run it
     load_config(str(path))
+
+
+@pytest.mark.parametrize("path", [p for p in sorted((ROOT / "experiments").glob("*.yaml"))
+                                  if "init: models/demo" in p.read_text()], ids=lambda p: p.name)
+def test_every_recipe_from_the_bundled_model_has_its_architecture(path):
+    """A recipe whose train.init is models/demo must build the bundled model's network, or its run stops
+    at the first step (train.init refuses another architecture; a fresh D may differ)."""
+    saved = json.loads((ROOT / "models" / "demo" / "config.json").read_text())["config"]
+    current = to_dict(load_config(str(path)))
+    without_d = [{"model": {k: v for k, v in c["model"].items() if not k.startswith("disc_")}} for c in (saved, current)]
+    check_compatible(*without_d, path, keys=ARCHITECTURE_KEYS)
 
 
 def test_sweep_parameters_are_real_config_keys():
