@@ -210,8 +210,8 @@ def run_protocol(generator, cfg, root: Path, split: str, device, *, autocast=Non
 
 def validate(cfg, generator, roots: list, device, autocast) -> dict:
     """Validation during training: the per-mode table on the val split of each prepared folder in
-    ``roots`` (``train.val_items`` pairs each, spread over the split: ``data.take``), as keys like ``val/none/psnr_color`` and
-    ``val/spatial/hint_error``; {} when every split is empty.
+    ``roots`` (``train.val_items`` pairs each, spread over the split: ``data.take``), as keys like
+    ``val/none/psnr_color`` and ``val/spatial/hint_error``; {} when every split is empty.
 
     A mix (several folders) adds each folder's own table under its name, ``val/NAME/none/psnr_color``,
     and ``val/MODE/METRIC`` becomes the mean of the folders' values weighted by their training shares
@@ -262,8 +262,8 @@ def evaluate(model: Colorizer, root: Path, split: str = "test", placement: str =
                                            baselines=True, extra=extra, progress=True, spread=spread)
     report = {
         "data": str(root), "lines": line_style(root),
-        "split": split, "items": len(dataset), "spread": spread, "size": list(dataset.size), "placement": placement, "shape": shape,
-        "seed": seed,
+        "split": split, "items": len(dataset), "spread": spread, "size": list(dataset.size), "placement": placement,
+        "shape": shape, "seed": seed,
         "batch_size": batch_size, "step": model.step, "run_name": model.run_name, "modes": {}, "baselines": {},
         "hint_curve": [],
         "perceptual_status": model.notes.get("perceptual_status", "unknown"),

@@ -60,6 +60,8 @@ def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: 
                 colour_decode: str | None = None) -> Path:
     """Blend ``child``'s EMA generator toward ``parent``'s (``blend``) and export it to ``out_dir``, showing
     its colours by ``colour_decode`` (``model.colour_decode``; default: the child's)."""
+    if colour_decode is not None and colour_decode not in COLOUR_DECODES:
+        raise ValueError(f"colour_decode={colour_decode!r}: choose one of {', '.join(COLOUR_DECODES)}")
     ours, theirs = parent.config.get("model", {}), child.config.get("model", {})
     grown = grown_state(parent.generator_ema, ours, theirs, child.generator_ema)
     parent_weights = parent.generator_ema
@@ -72,8 +74,6 @@ def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: 
     except CheckpointError as err:
         raise ModelLoadError(f"the parent and the child have different architectures: {err}") from None
     weights = blend(parent_weights, child.generator_ema, alpha)
-    if colour_decode is not None and colour_decode not in COLOUR_DECODES:
-        raise ValueError(f"colour_decode={colour_decode!r}: choose one of {', '.join(COLOUR_DECODES)}")
     model = {**theirs, **({"colour_decode": colour_decode} if colour_decode else {})}
     config = {**child.config, "model": model,
               "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record},

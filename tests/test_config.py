@@ -99,7 +99,8 @@ def test_every_recipe_from_the_bundled_model_has_its_architecture(path):
     at the first step (train.init refuses another architecture; a fresh D may differ)."""
     saved = json.loads((ROOT / "models" / "demo" / "config.json").read_text())["config"]
     current = to_dict(load_config(str(path)))
-    without_d = [{"model": {k: v for k, v in c["model"].items() if not k.startswith("disc_")}} for c in (saved, current)]
+    without_d = [{"model": {k: v for k, v in c["model"].items() if not k.startswith("disc_")}}
+                 for c in (saved, current)]
     check_compatible(*without_d, path, keys=ARCHITECTURE_KEYS)
 
 
