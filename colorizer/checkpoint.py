@@ -375,6 +375,12 @@ def resolve_run_dir(out_dir: str, name: str, resume: str) -> Path:
     return parent / f"{name}-{k}"
 
 
+def without_discriminator(config: dict) -> dict:
+    """``config`` without its ``model.disc_*`` settings: what a run that starts from an export (which holds
+    no discriminator, so D starts fresh) must share with it."""
+    return {**config, "model": {k: v for k, v in config.get("model", {}).items() if not k.startswith("disc_")}}
+
+
 def check_compatible(saved: dict, current: dict, path: Path, keys=RESUME_KEYS, advice: str = "") -> None:
     """Refuse a checkpoint whose config differs from this run's at ``keys`` (the network shapes and
     data for a resume), naming each differing leaf key; ``advice`` ends the message. A key the

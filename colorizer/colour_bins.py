@@ -158,10 +158,10 @@ def mix_weights(data_cfg) -> torch.Tensor:
     import sys
 
     from .config import data_roots
-    from .data import mix_shares, read_manifest
+    from .data import mix_shares, read_manifest, take
 
     roots = [root for root in data_roots(data_cfg) if (Path(root) / "manifest.jsonl").is_file()]
-    records = [read_manifest(root, "train")[: data_cfg.max_items or None] for root in roots]
+    records = [take(read_manifest(root, "train"), data_cfg.max_items) for root in roots]
     if not any(records):
         print(f"colour head: no prepared train split in {', '.join(map(str, data_roots(data_cfg)))}: uniform class "
               f"weights", file=sys.stderr)

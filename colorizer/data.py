@@ -285,7 +285,7 @@ class MixDataset(ConcatDataset):
 
 def train_sizes(data, roots) -> list:
     """The train pairs of each prepared folder in ``roots`` that training reads (``data.max_items``)."""
-    return [len(read_manifest(root, "train")[: data.max_items or None]) for root in roots]
+    return [len(take(read_manifest(root, "train"), data.max_items)) for root in roots]
 
 
 def mix_shares(data, sizes) -> list:
@@ -370,7 +370,7 @@ def inherited_credits(config: dict, record: dict) -> list:
 
 def mean_color(root, split: str = "train", max_items: int = 0) -> torch.Tensor:
     """(3,) mean RGB of the split's colour images in [-1, 1]: the "fill with the mean colour" baseline."""
-    records = read_manifest(root, split)[: max_items or None]
+    records = take(read_manifest(root, split), max_items)
     if not records:
         raise ValueError(f"the {split!r} split of {root} is empty")
     total = np.zeros(3, dtype=np.float64)

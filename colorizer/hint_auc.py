@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .data import mean_color, read_manifest
+from .data import mean_color, read_manifest, take
 from .images import to_array, to_signed
 from .strokes import STROKE_TOLERANCE
 
@@ -193,7 +193,7 @@ def stroke_fill(colour: Callable, root: Path, split: str = "test", max_items: in
     from PIL import ImageDraw
 
     rates, medians, skipped = {c: [] for c in STROKE_COLOURS}, {c: [] for c in STROKE_COLOURS}, 0
-    for record in tqdm(read_manifest(root, split)[: max_items or None], desc=f"stroke fill {split}",
+    for record in tqdm(take(read_manifest(root, split), max_items), desc=f"stroke fill {split}",
                        dynamic_ncols=True, disable=not progress):
         with Image.open(Path(root) / record["line"]) as im:
             line = im.convert("L")
@@ -240,7 +240,7 @@ def evaluate(colours: dict, root: Path, split: str = "test", hint_type: str = "s
         raise ValueError(f"hint type {hint_type!r}: choose from {', '.join(HINT_TYPES)}")
     if next(iter(colours.values())) == TARGET:
         raise ValueError("the first method is the one the package scores: it cannot be the target itself")
-    records = read_manifest(root, split)[: max_items or None]
+    records = take(read_manifest(root, split), max_items)
     if not records:
         raise ValueError(f"the {split} split of {root} is empty (see {Path(root) / 'report.json'})")
     pairs = [(Path(root) / r["line"], Path(root) / r["color"]) for r in records]

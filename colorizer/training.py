@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from . import config as config_lib
 from .checkpoint import (ARCHITECTURE_KEYS, CheckpointError, CheckpointSaveError, ParentModel, RunCheckpoints,
-                         TrainState, check_compatible, read_parent, resolve_run_dir)
+                         TrainState, check_compatible, read_parent, resolve_run_dir,
+                         without_discriminator)
 from .colour_bins import decoded
 from .data import PairDataset, data_credits, ensure_dataset, inherited_credits, make_train_stream
 from .evaluate import predict_modes, validate
@@ -190,9 +191,7 @@ def init_from(parent: ParentModel, path: str, parts: Parts, config: dict, dist: 
     else:
         generator, generator_ema = parent.generator, parent.generator_ema
     if parent.discriminator is None:
-        def without_d(cfg):
-            return {**cfg, "model": {k: v for k, v in cfg.get("model", {}).items() if not k.startswith("disc_")}}
-        saved, current = without_d(saved), without_d(current)
+        saved, current = without_discriminator(saved), without_discriminator(current)
     check_compatible(saved, current, Path(path), keys=ARCHITECTURE_KEYS,
                      advice="--train.init needs the parent's architecture: pass its model settings (they are "
                             "in its config.json or config.yaml), e.g. --model.base_channels=N.")

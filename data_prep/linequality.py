@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from colorizer.data import read_manifest
+from colorizer.data import read_manifest, take
 from colorizer.linestyle import colour_change
 
 from .common import PrepError, collect, one_thread
@@ -70,7 +70,7 @@ def line_quality(root, max_items: int = DEFAULT_ITEMS, workers: int = 1) -> dict
     (0 = all) -> {"coverage", "precision", "images", "lost_half" (share of images with coverage
     below 0.5), "no_boundary", "no_ink", "skipped", settings}."""
     root = Path(root)
-    records = read_manifest(root)[: max_items or None]
+    records = take(read_manifest(root), max_items)
     if not records:
         raise PrepError(f"{root / 'manifest.jsonl'} lists no pairs: nothing to measure")
     report = {"skipped": {}}

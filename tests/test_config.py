@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from colorizer.checkpoint import ARCHITECTURE_KEYS, check_compatible
+from colorizer.checkpoint import ARCHITECTURE_KEYS, check_compatible, without_discriminator
 from colorizer.config import ConfigError, choose_experiment, from_dict, load_config, parse_cli, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +99,7 @@ def test_every_recipe_from_the_bundled_model_has_its_architecture(path):
     at the first step (train.init refuses another architecture; a fresh D may differ)."""
     saved = json.loads((ROOT / "models" / "demo" / "config.json").read_text())["config"]
     current = to_dict(load_config(str(path)))
-    without_d = [{"model": {k: v for k, v in c["model"].items() if not k.startswith("disc_")}}
-                 for c in (saved, current)]
-    check_compatible(*without_d, path, keys=ARCHITECTURE_KEYS)
+    check_compatible(without_discriminator(saved), without_discriminator(current), path, keys=ARCHITECTURE_KEYS)
 
 
 def test_sweep_parameters_are_real_config_keys():
