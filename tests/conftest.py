@@ -31,6 +31,19 @@ def _offline_env(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _patient_http():
+    """gradio_client's Client(url) fetches the app's config with httpx's 5 s default, which a loaded 2-core
+    CI machine has missed; every test's client waits up to 60 s (a call that names its timeout keeps it)."""
+    import functools
+
+    import httpx
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx, "get", functools.partial(httpx.get, timeout=60))
+        yield
+
+
 @pytest.fixture(scope="session")
 def openmoji_small(tmp_path_factory) -> Path:
     """~300 OpenMoji pairs at 32 px, prepared once per test session by the project's own command."""
