@@ -325,7 +325,7 @@ class ParentModel:
     generator: dict
     generator_ema: dict
     discriminator: dict | None  # None from an export, which holds only the generator
-    record: dict  # {"path", "sha256", "step", "run_name"}
+    record: dict  # {"path", "sha256", "step", "run_name"}, and its own "parent" / "interpolation" if it has them
 
 
 def read_parent(path) -> ParentModel:
@@ -352,7 +352,9 @@ def read_parent(path) -> ParentModel:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     record = {"path": str(Path(path).resolve()), "sha256": digest.hexdigest(), "step": stored.step,
-              "run_name": stored.run_name}
+              "run_name": stored.run_name,
+              # its own lineage, so a fine-tune of a fine-tune (or of a blend) still names every ancestor
+              **{k: stored.config[k] for k in ("parent", "interpolation") if stored.config.get(k)}}
     return ParentModel(stored.config, generator, ema, discriminator, record)
 
 

@@ -138,6 +138,9 @@ def test_a_fine_tune_run_records_its_parent_and_resumes_as_itself(openmoji_small
     parent_credits = Colorizer.load(parent_run / "export").notes["data_credits"]
     assert parent_credits == [json.loads((openmoji_small / "report.json").read_text())["licence"]]
     assert child.notes["data_credits"] == parent_credits  # the parent's data and its own, once each
+    grandchild_record = read_parent(run / "export").record  # what a fine-tune of the child would record
+    assert grandchild_record["run_name"] == "child" and grandchild_record["parent"]["sha256"] == digest
+    assert "parent" not in read_parent(parent_run / "export").record  # trained from scratch: no ancestor
 
 
 def test_a_unet_parent_grows_frozen_line_features_and_the_child_starts_as_the_parent(openmoji_small, parent_run,
