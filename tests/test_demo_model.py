@@ -96,16 +96,23 @@ def test_bundled_model_uses_more_scribbles_for_a_better_picture():
 
 
 def test_bundled_model_says_where_it_came_from_and_meets_the_line_style_bar():
-    """models/demo is the colour-head fine-tune (issue 40) blended with its parent (WiSE-FT, alpha 0.2);
-    the parent is the mix fine-tune (issue 32) blended with its own parent (alpha 0.75), the
-    region-scribbles fine-tune (issue 31) of the line-style fine-tune (issue 20) of the H100 model. Its
-    config names the parent and the blend's two models by hash, and its evaluation on XDoG lines beats
-    both baselines hintless and gains PATCH_GAIN_DB at 10 hint patches."""
+    """models/demo's config names its ancestors, each by hash, step and run: its parent, that model's own
+    parent, and so on (a parent's record carries its lineage, issue 40). Among them is a blend (WiSE-FT,
+    colorizer.interpolate) that names its two models, and the blend's parent is the one its config names.
+    Its evaluation on XDoG lines beats both baselines hintless and gains PATCH_GAIN_DB at 10 hint patches."""
     config = json.loads((DEMO / "config.json").read_text())
-    parent = config["config"]["parent"]
-    assert len(parent["sha256"]) == 64 and parent["step"] > 0 and parent["run_name"]
-    blend = config["config"]["interpolation"]
-    assert 0 < blend["alpha"] <= 1 and blend["parent"] == parent and len(blend["child"]["sha256"]) == 64
+    models, record = [config["config"]], config["config"]
+    while record.get("parent"):
+        record = record["parent"]
+        models.append(record)
+    ancestors = models[1:]
+    assert ancestors and all(len(r["sha256"]) == 64 and r["step"] > 0 and r["run_name"] for r in ancestors)
+    blends = [m for m in models if m.get("interpolation")]
+    assert blends
+    for blend in blends:
+        mix = blend["interpolation"]
+        assert 0 < mix["alpha"] <= 1 and len(mix["child"]["sha256"]) == 64
+        assert mix["parent"]["sha256"] == blend["parent"]["sha256"]
     report = json.loads((DEMO / "eval_test.json").read_text())
     (xdog,) = [r for r in report["also"] if r["lines"].startswith("xdog")]
     assert xdog["items"] == 477 and xdog["step"] == config["step"]
