@@ -347,15 +347,37 @@ def read_parent(path) -> ParentModel:
         stored = read_generator(path)
         generator = ema = stored.weights
         hashed = Path(stored.source) / EXPORT_WEIGHTS
-    digest = hashlib.sha256()
-    with open(hashed, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    record = {"path": str(Path(path).resolve()), "sha256": digest.hexdigest(), "step": stored.step,
+    lineage = dict(stored.config.get("parent") or {})
+    if lineage and not (lineage.keys() & {"parent", "interpolation"}):
+        lineage = _with_ancestors(lineage, Path(path).resolve())
+    record = {"path": str(Path(path).resolve()), "sha256": _sha256(hashed), "step": stored.step,
               "run_name": stored.run_name,
               # its own lineage, so a fine-tune of a fine-tune (or of a blend) still names every ancestor
-              **{k: stored.config[k] for k in ("parent", "interpolation") if stored.config.get(k)}}
+              **({"parent": lineage} if lineage else {}),
+              **({"interpolation": stored.config["interpolation"]} if stored.config.get("interpolation") else {})}
     return ParentModel(stored.config, generator, ema, discriminator, record)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _with_ancestors(record: dict, reading: Path) -> dict:
+    """A parent's record that names no ancestors of its own (written before records carried them, or a model
+    trained from scratch): its file's record, with the ancestors that file's config names, when the file is
+    still at its path with the recorded hash; else the record as written (the file moved or was replaced)."""
+    where = Path(str(record.get("path", "")))
+    weights = where / EXPORT_WEIGHTS if where.is_dir() else where
+    if where.resolve() == reading or not weights.is_file() or _sha256(weights) != record.get("sha256"):
+        return record
+    try:
+        return read_parent(where).record
+    except ModelLoadError:
+        return record
 
 
 # ---- the run folder during training -----------------------------------------------------------------

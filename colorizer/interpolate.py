@@ -20,8 +20,9 @@ mean of its logits, flatten toward grey as alpha falls: the parent had no head t
 
 Writes an export folder (``generator.safetensors`` + ``config.json``) that the demo, ``evaluate``
 and ``train.init`` read like any other. Its config is the child's, with its lineage: ``parent`` as
-the child's (the model it was fine-tuned from) and ``interpolation``: alpha and the hash, step and
-run of both models blended.
+the child's (the model it was fine-tuned from, with that model's own ancestors: ``read_parent``) and
+``interpolation``: alpha and the hash, step and run of both models blended. The parent blended with
+may be the child's parent or an older ancestor (a fine-tune of a fine-tune stays in the basin).
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def interpolate(parent: ParentModel, child: ParentModel, alpha: float, out_dir: 
         raise ModelLoadError(f"the parent and the child have different architectures: {err}") from None
     weights = blend(parent_weights, child.generator_ema, alpha)
     model = {**theirs, **({"colour_decode": colour_decode} if colour_decode else {})}
-    config = {**child.config, "model": model,
+    lineage = {"parent": child.record["parent"]} if "parent" in child.record else {}  # with its ancestors
+    config = {**child.config, "model": model, **lineage,
               "interpolation": {"alpha": alpha, "parent": parent.record, "child": child.record},
               "data_credits": data_credits((), inherited_credits(parent.config, parent.record)
                                            + inherited_credits(child.config, child.record))}

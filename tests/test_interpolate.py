@@ -173,3 +173,35 @@ def test_colour_decode_sets_how_the_blend_shows_its_colours_and_keeps_the_weight
         (tmp_path / "shown" / "generator.safetensors").read_bytes()
     with pytest.raises(ValueError, match="colour_decode='mode'"):
         interpolate(read_parent(root / "parent"), read_parent(tmp_path / "head"), 0.5, tmp_path / "x", "mode")
+
+
+def test_a_fine_tune_of_a_fine_tune_blends_with_its_grandparent_and_names_the_whole_chain(models, tmp_path):
+    """A grandchild whose config names its parent in the older, flat form (hash, step and run; no ancestors
+    of its own, as recorded before records carried them) blended with its grandparent: the blend's parent
+    is its child's, completed from the file while the file holds the recorded hash, so the chain of parents
+    reaches the blended parent, whole. Once the file at that path is another model, the record stays as
+    written: an ancestor is never guessed."""
+    root, _, child_state = models
+    flat = {k: v for k, v in read_parent(root / "child").record.items() if k != "parent"}
+    cfg = json.loads((root / "child" / "config.json").read_text())["config"]
+    export_generator(tmp_path / "grandchild", {k: v + 0.25 if torch.is_floating_point(v) else v
+                                               for k, v in child_state.items()},
+                     {**cfg, "parent": flat}, step=60, metrics={}, perceptual="off", run_name="again")
+    assert main(["--parent", str(root / "parent"), "--child", str(tmp_path / "grandchild"), "--alpha", "0.5",
+                 "--out", str(tmp_path / "blend")]) == 0
+    config = json.loads((tmp_path / "blend" / "config.json").read_text())["config"]
+    assert config["parent"]["run_name"] == "mix" and config["parent"]["sha256"] == flat["sha256"]
+    assert config["parent"]["parent"] == config["interpolation"]["parent"]  # the grandparent, whole
+    assert config["interpolation"]["parent"] == read_parent(root / "parent").record
+
+    moved = tmp_path / "moved"  # the same config, but its parent's path now holds other weights
+    moved.mkdir()
+    (moved / "child").mkdir()
+    for name in ("config.json", "generator.safetensors"):
+        (moved / "child" / name).write_bytes((root / "child" / name).read_bytes())
+    export_generator(moved / "grandchild", child_state, {**cfg, "parent": {**flat, "path": str(moved / "child")}},
+                     step=60, metrics={}, perceptual="off", run_name="again")
+    assert read_parent(moved / "grandchild").record["parent"]["parent"]["run_name"] == "base"  # same hash: completed
+    export_generator(moved / "child", {k: v * 2 if torch.is_floating_point(v) else v for k, v in child_state.items()},
+                     cfg, step=40, metrics={}, perceptual="off", run_name="mix")
+    assert read_parent(moved / "grandchild").record["parent"] == {**flat, "path": str(moved / "child")}
