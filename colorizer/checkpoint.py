@@ -376,7 +376,7 @@ def _with_ancestors(record: dict, reading: Path) -> dict:
         return record
     try:
         return read_parent(where).record
-    except ModelLoadError:
+    except (FileNotFoundError, ModelLoadError):  # an export folder without its config.json: the record stands
         return record
 
 
