@@ -33,14 +33,16 @@ def _offline_env(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _patient_http():
-    """gradio_client's Client(url) fetches the app's config with httpx's 5 s default, which a loaded 2-core
-    CI machine has missed; every test's client waits up to 60 s (a call that names its timeout keeps it)."""
+    """gradio_client's Client(url) fetches the app's config, and its predict uploads each file, with httpx's 5 s
+    default, which a loaded 2-core CI machine has missed (the config once, an upload once); every test's client
+    waits up to 60 s (a call that names its timeout keeps it)."""
     import functools
 
     import httpx
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(httpx, "get", functools.partial(httpx.get, timeout=60))
+        for verb in ("get", "post"):
+            patch.setattr(httpx, verb, functools.partial(getattr(httpx, verb), timeout=60))
         yield
 
 
