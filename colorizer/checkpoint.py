@@ -370,14 +370,14 @@ def _with_ancestors(record: dict, reading: Path) -> dict:
     """A parent's record that names no ancestors of its own (written before records carried them, or a model
     trained from scratch): its file's record, with the ancestors that file's config names, when the file is
     still at its path with the recorded hash; else the record as written (the file moved or was replaced)."""
-    where = Path(str(record.get("path", "")))
-    weights = where / EXPORT_WEIGHTS if where.is_dir() else where
-    if where.resolve() == reading or not weights.is_file() or _sha256(weights) != record.get("sha256"):
+    where = Path(str(record.get("path") or ""))
+    if not where.name or where.resolve() == reading:
         return record
     try:
-        return read_parent(where).record
-    except (FileNotFoundError, ModelLoadError):  # an export folder without its config.json: the record stands
+        found = read_parent(where).record  # hashes the file it loads, as when the record was written
+    except (FileNotFoundError, ModelLoadError):  # gone, or no model there now: the record stands
         return record
+    return found if found["sha256"] == record.get("sha256") else record
 
 
 # ---- the run folder during training -----------------------------------------------------------------
